@@ -1,0 +1,60 @@
+# Flotilla — build, test and benchmark entry points.
+#
+#   make dev     build and start a one-peer control plane on 127.0.0.1:7001
+#   make test    install what the build and tests need, then run the whole test suite
+#   make bench-kv   write throughput/latency vs etcd, and leader failover time (prints a table)
+
+CARGO ?= cargo
+# CI points this outside the checkout so builds are incremental between runs.
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+BIN := $(CARGO_TARGET_DIR)/debug/flotilla
+DEV_DIR ?= $(HOME)/.local/state/flotilla/dev
+
+# Debian packages the build and the tests need (RocksDB bindings, protoc, libseccomp for
+# libcontainer, busybox for test images, CNI plugins and iproute2 for pod networks).
+DEB_PACKAGES := libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox-static \
+	containernetworking-plugins iproute2 iptables
+# Only the benchmarks need these (baselines).
+BENCH_PACKAGES := etcd-server
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+define install_missing
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+endef
+
+.PHONY: deps bench-deps build test dev bench-kv fmt lint
+
+deps:
+	$(call install_missing,$(DEB_PACKAGES))
+
+bench-deps: deps
+	$(call install_missing,$(BENCH_PACKAGES))
+
+build: deps
+	$(CARGO) build --bin flotilla
+
+test: deps
+	$(CARGO) build --bin flotilla
+	$(CARGO) test --workspace
+
+dev: build
+	@mkdir -p $(DEV_DIR)
+	@echo "flotilla: one-peer control plane on 127.0.0.1:7001, data in $(DEV_DIR) (Ctrl-C stops it)"
+	$(BIN) server --id 1 --listen 127.0.0.1:7001 --data-dir $(DEV_DIR)
+
+bench-kv: bench-deps
+	$(CARGO) build --release --bin flotilla -p flotilla-cli
+	$(CARGO) run --release -p flotilla-e2e --bin bench-kv -- --flotilla $(CARGO_TARGET_DIR)/release/flotilla
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,11 @@
+//! Code generated from `proto/` by tonic and prost. No logic lives here.
+
+/// Peer-to-peer transport of the embedded Raft store.
+pub mod raft {
+    tonic::include_proto!("flotilla.raft");
+}
+
+/// The client-facing MVCC key-value API of the embedded store.
+pub mod kv {
+    tonic::include_proto!("flotilla.kv");
+}

@@ -1,0 +1,2 @@
+//! Leader-only reconcile loops: deployments/replicasets, node lifecycle and eviction, autoscaler,
+//! endpoints, garbage collection.
