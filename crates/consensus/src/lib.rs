@@ -1,0 +1,68 @@
+//! The embedded Raft store of Flotilla: openraft over one RocksDB instance, holding an etcd-like
+//! MVCC key-value state machine (revisions, txn with compares, range at a revision, watch from a
+//! revision, compaction), with a gRPC transport between peers and a gRPC client API.
+//!
+//! It knows nothing of pods or nodes: the `state` crate gives keys and values their meaning.
+
+// openraft's storage traits fix their error type (`StorageError`, ~224 bytes); helpers that feed
+// those traits return it as it is rather than boxing and unboxing at every call.
+#![allow(clippy::result_large_err)]
+
+pub mod config;
+pub mod convert;
+pub mod db;
+pub mod error;
+pub mod forward;
+pub mod kv_service;
+pub mod log_store;
+pub mod mvcc;
+pub mod network;
+pub mod node;
+pub mod snapshot;
+pub mod state_machine;
+pub mod transport_service;
+pub mod types;
+pub mod watch;
+
+use std::sync::Arc;
+
+use flotilla_api::kv::cluster_server::ClusterServer;
+use flotilla_api::kv::kv_server::KvServer;
+use flotilla_api::kv::watch_server::WatchServer;
+use flotilla_api::raft::raft_transport_server::RaftTransportServer;
+use tonic::transport::server::Router;
+use tonic::transport::Server;
+
+pub use config::StoreConfig;
+pub use error::StoreError;
+pub use forward::Member;
+pub use mvcc::RangeQuery;
+pub use node::{Status, StoreNode};
+pub use types::*;
+pub use watch::{WatchBatch, WatchError, Watcher};
+
+/// Largest client request the KV service decodes: the write limit plus protobuf framing.
+pub const MAX_CLIENT_REQUEST_BYTES: usize = types::limits::MAX_REQUEST_BYTES + 64 * 1024;
+/// Largest response the KV service encodes: a full range page plus framing.
+pub const MAX_CLIENT_RESPONSE_BYTES: usize =
+    types::limits::MAX_RANGE_RESPONSE_BYTES + 16 * 1024 * 1024;
+
+/// A gRPC router serving the Raft transport and the store's client API for `node`. Callers may
+/// add more services before serving it.
+pub fn router(node: Arc<StoreNode>) -> Router {
+    let kv = kv_service::KvService::new(node.clone());
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftTransportServer::new(transport_service::TransportService::new(node))
+                .max_decoding_message_size(network::MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(network::MAX_PEER_MESSAGE_BYTES),
+        )
+        .add_service(
+            KvServer::new(kv.clone())
+                .max_decoding_message_size(MAX_CLIENT_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_CLIENT_RESPONSE_BYTES),
+        )
+        .add_service(WatchServer::new(kv.clone()))
+        .add_service(ClusterServer::new(kv))
+}
