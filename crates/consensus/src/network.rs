@@ -8,7 +8,8 @@ use std::time::Duration;
 use flotilla_api::raft::raft_transport_client::RaftTransportClient;
 use flotilla_api::raft::{RaftPayload, ReadIndexRequest};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -26,6 +27,9 @@ use crate::types::{NodeId, TypeConfig};
 
 /// Largest gRPC message between peers: an append batch or a snapshot chunk plus framing.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Largest append payload sent in one call; bigger batches are split (openraft resends fewer
+/// entries on `PayloadTooLarge`).
+pub const APPEND_PAYLOAD_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Channels to peers, shared by Raft replication and request forwarding.
 #[derive(Clone)]
@@ -169,6 +173,14 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         let timeout = option.hard_ttl().min(self.rpc_timeout);
+        let size = bincode::serialized_size(&rpc).unwrap_or(0) as usize;
+        if size > APPEND_PAYLOAD_MAX_BYTES && rpc.entries.len() > 1 {
+            // Ask openraft to resend fewer entries per call rather than fail at the gRPC limit.
+            let fits = (rpc.entries.len() * APPEND_PAYLOAD_MAX_BYTES / size).max(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fits as u64),
+            ));
+        }
         self.call(RpcKind::Append, &rpc, timeout).await
     }
 

@@ -363,6 +363,10 @@ impl StoreNode {
 
     /// Waits until this peer has applied everything committed before the call began (ReadIndex).
     pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        if cfg!(feature = "bug-local-reads") {
+            // Deliberately broken build for the chaos checkers: answer from local state.
+            return Ok(());
+        }
         let deadline = Instant::now() + self.config.request_timeout;
         let mut attempt = 0;
         loop {

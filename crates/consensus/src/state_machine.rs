@@ -170,27 +170,15 @@ impl StateMachine {
                 other => unreachable!("delete returned {other:?}"),
             },
             WriteOp::Txn(txn) => {
-                let mut succeeded = true;
-                for compare in &txn.compares {
-                    if !view.compare(compare)? {
-                        succeeded = false;
-                        break;
-                    }
-                }
-                let branch = if succeeded {
-                    &txn.success
-                } else {
-                    &txn.failure
-                };
-                let mut results = Vec::with_capacity(branch.len());
-                for op in branch {
-                    results.push(match op {
-                        TxnOp::Put(put) => view.put(put, revision, events)?,
-                        TxnOp::Delete(delete) => view.delete(delete, revision, events)?,
-                        TxnOp::Range(range) => view.range(range)?,
-                    });
-                }
+                let (succeeded, results) = run_txn(&mut view, txn, revision, events)?;
                 WriteOutcome::Txn { succeeded, results }
+            }
+            WriteOp::Batch(txns) => {
+                let mut outcomes = Vec::with_capacity(txns.len());
+                for txn in txns {
+                    outcomes.push(run_txn(&mut view, txn, revision, events)?);
+                }
+                WriteOutcome::Batch(outcomes)
             }
         };
         if !events.is_empty() {
@@ -238,6 +226,36 @@ impl StateMachine {
         }
         Ok(())
     }
+}
+
+/// Evaluates a transaction's compares and runs the branch they select.
+fn run_txn(
+    view: &mut ApplyView<'_>,
+    txn: &crate::types::Txn,
+    revision: i64,
+    events: &mut Vec<Event>,
+) -> Result<(bool, Vec<OpResult>), MvccError> {
+    let mut succeeded = true;
+    for compare in &txn.compares {
+        if !view.compare(compare)? {
+            succeeded = false;
+            break;
+        }
+    }
+    let branch = if succeeded {
+        &txn.success
+    } else {
+        &txn.failure
+    };
+    let mut results = Vec::with_capacity(branch.len());
+    for op in branch {
+        results.push(match op {
+            TxnOp::Put(put) => view.put(put, revision, events)?,
+            TxnOp::Delete(delete) => view.delete(delete, revision, events)?,
+            TxnOp::Range(range) => view.range(range)?,
+        });
+    }
+    Ok((succeeded, results))
 }
 
 /// Builds a snapshot of the state as of the moment it was created.

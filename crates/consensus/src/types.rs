@@ -37,6 +37,8 @@ pub mod limits {
     pub const MAX_VALUE_BYTES: usize = 1536 * 1024;
     /// Most operations in one branch of a transaction (etcd's default).
     pub const MAX_TXN_OPS: usize = 128;
+    /// Most transactions in one batch.
+    pub const MAX_BATCH_TXNS: usize = 4096;
     /// Most compares in one transaction.
     pub const MAX_TXN_COMPARES: usize = 128;
     /// Longest client request id, in bytes.
@@ -218,6 +220,10 @@ pub enum WriteOp {
     Put(PutOp),
     Delete(DeleteOp),
     Txn(Txn),
+    /// Independent transactions committed as one log entry and one revision: each is evaluated
+    /// on its own (one failing compare fails only its own transaction). For batched writes such
+    /// as the scheduler's bindings, each conditional on its object's revision.
+    Batch(Vec<Txn>),
     /// Drop history at and below this revision.
     Compact {
         revision: i64,
@@ -287,7 +293,19 @@ impl WriteRequest {
         match &self.op {
             WriteOp::Put(put) => check_put(put, &mut budget),
             WriteOp::Delete(del) => check_range(&del.range, &mut budget),
-            WriteOp::Txn(txn) => check_txn(txn, &mut budget),
+            WriteOp::Txn(txn) => check_txn(txn, &mut budget, &mut BTreeSet::new()),
+            WriteOp::Batch(txns) => {
+                if txns.len() > limits::MAX_BATCH_TXNS {
+                    return Err(format!(
+                        "batch has {} transactions; the limit is {}",
+                        txns.len(),
+                        limits::MAX_BATCH_TXNS
+                    ));
+                }
+                let mut written = BTreeSet::new();
+                txns.iter()
+                    .try_for_each(|t| check_txn(t, &mut budget, &mut written))
+            }
             WriteOp::Compact { revision } if *revision <= 0 => Err(format!(
                 "compaction revision must be positive, got {revision}"
             )),
@@ -355,7 +373,13 @@ fn check_range(range: &KeyRange, budget: &mut Budget) -> Result<(), String> {
     budget.spend(range.end.len())
 }
 
-fn check_txn(txn: &Txn, budget: &mut Budget) -> Result<(), String> {
+/// Checks one transaction; `batch_puts` collects the keys put by earlier transactions of the
+/// same batch, which may not be put again (one revision changes a key once per branch).
+fn check_txn(
+    txn: &Txn,
+    budget: &mut Budget,
+    batch_puts: &mut BTreeSet<Vec<u8>>,
+) -> Result<(), String> {
     if txn.compares.len() > limits::MAX_TXN_COMPARES {
         return Err(format!(
             "transaction has {} compares; the limit is {}",
@@ -369,6 +393,7 @@ fn check_txn(txn: &Txn, budget: &mut Budget) -> Result<(), String> {
             budget.spend(v.len())?;
         }
     }
+    let mut branch_puts = BTreeSet::new();
     for (name, branch) in [("success", &txn.success), ("failure", &txn.failure)] {
         if branch.len() > limits::MAX_TXN_OPS {
             return Err(format!(
@@ -378,11 +403,11 @@ fn check_txn(txn: &Txn, budget: &mut Budget) -> Result<(), String> {
             ));
         }
         let mut written = BTreeSet::new();
-        for op in branch {
+        for op in branch.iter() {
             match op {
                 TxnOp::Put(put) => {
                     check_put(put, budget)?;
-                    if !written.insert(put.key.clone()) {
+                    if !written.insert(put.key.clone()) || batch_puts.contains(&put.key) {
                         return Err(format!(
                             "transaction {name} branch puts key {:?} twice",
                             String::from_utf8_lossy(&put.key)
@@ -393,7 +418,9 @@ fn check_txn(txn: &Txn, budget: &mut Budget) -> Result<(), String> {
                 TxnOp::Range(range) => check_range(&range.range, budget)?,
             }
         }
+        branch_puts.extend(written);
     }
+    batch_puts.extend(branch_puts);
     Ok(())
 }
 
@@ -445,6 +472,8 @@ pub enum WriteOutcome {
         succeeded: bool,
         results: Vec<OpResult>,
     },
+    /// One `(succeeded, results)` per transaction of a batch, in order.
+    Batch(Vec<(bool, Vec<OpResult>)>),
     Compacted,
     Rejected(Rejection),
     /// Membership and blank entries carry no client write.

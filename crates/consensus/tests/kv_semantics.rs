@@ -481,3 +481,47 @@ async fn fenced_write_from_an_older_term_is_refused() {
     assert_eq!(support::get(node, "f", false).await.as_deref(), Some("1"));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_commits_independent_transactions_in_one_revision() {
+    let cluster = single().await;
+    let node = cluster.node(1);
+    let ra = put(node, "b/a", "1").await;
+    put(node, "b/b", "1").await;
+    let conditional = |key: &str, rev: i64, value: &str| Txn {
+        compares: vec![cmp(key, CompareOp::Equal, CompareTarget::ModRevision(rev))],
+        success: vec![put_op(key, value)],
+        failure: vec![],
+    };
+    // b/a is at ra (holds); b/b is not at ra (fails): only b/a changes.
+    let response = node
+        .write(WriteRequest::new(WriteOp::Batch(vec![
+            conditional("b/a", ra, "2"),
+            conditional("b/b", ra, "2"),
+        ])))
+        .await
+        .unwrap();
+    match response.outcome {
+        WriteOutcome::Batch(outcomes) => {
+            assert_eq!(
+                outcomes.iter().map(|(ok, _)| *ok).collect::<Vec<_>>(),
+                vec![true, false]
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(support::get(node, "b/a", false).await.as_deref(), Some("2"));
+    assert_eq!(support::get(node, "b/b", false).await.as_deref(), Some("1"));
+    // Two transactions of one batch may not put the same key.
+    let twice = node
+        .write(WriteRequest::new(WriteOp::Batch(vec![
+            conditional("b/a", 0, "x"),
+            conditional("b/a", 0, "y"),
+        ])))
+        .await;
+    assert!(
+        matches!(twice, Err(StoreError::Invalid(ref m)) if m.contains("twice")),
+        "{twice:?}"
+    );
+    cluster.shutdown().await;
+}

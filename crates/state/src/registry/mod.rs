@@ -1,0 +1,256 @@
+//! The object registry: Kubernetes-shaped objects (JSON documents) on the consensus KV.
+//!
+//! resourceVersion is the key's mod revision; create, update, update-status, merge-patch,
+//! server-side apply, graceful and cascading delete, paginated list at one revision and watch
+//! from a revision. Every write is a transaction that compares the revision it read, so
+//! concurrent writers never lose each other's updates (optimistic concurrency).
+//!
+//! The registry is generic over object kinds ([`KindInfo`]) and handles objects that were already
+//! parsed, validated and defaulted by the caller. Leader-only loops use [`Registry::fenced`] so
+//! their writes fail once a newer leader has written anything.
+
+mod create;
+mod delete;
+mod error;
+pub mod keys;
+mod list;
+pub mod object;
+mod store;
+mod update;
+mod watch;
+
+use flotilla_consensus::types::{
+    Compare, CompareOp, CompareTarget, DeleteOp, KeyRange, OpResult, PutOp, RangeOp, Rejection,
+    Txn, TxnOp, WriteOutcome,
+};
+use flotilla_consensus::{RangeQuery, WriteRequest};
+use serde_json::Value;
+
+pub use delete::{DeleteOptions, Propagation};
+pub use error::ApiError;
+pub use keys::{KindInfo, Scope};
+pub use list::{ListOptions, ListPage};
+pub use store::Store;
+pub use update::ApplyAction;
+pub use watch::{EventType, ObjectEvent, ObjectWatch, WatchFilter};
+
+/// Attempts of a read-modify-write (patch, apply, scale) that keeps meeting conflicts.
+pub const RMW_ATTEMPTS_MAX: u32 = 8;
+/// Most dependents one cascading delete removes; the rest are left to garbage collection.
+pub const CASCADE_MAX_OBJECTS: usize = 10_000;
+
+/// An object as stored, and the revision it was last modified at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub object: Value,
+    pub revision: i64,
+}
+
+/// A filter over objects (label and field selectors), built by the caller.
+pub type Filter<'a> = &'a (dyn Fn(&Value) -> bool + Send + Sync);
+
+#[derive(Clone)]
+pub struct Registry<S: Store> {
+    store: S,
+    kinds: &'static [KindInfo],
+    fence_term: Option<u64>,
+}
+
+impl<S: Store + Clone> Registry<S> {
+    /// `kinds` lists every kind, so that deletes can find dependents of any kind.
+    pub fn new(store: S, kinds: &'static [KindInfo]) -> Self {
+        Registry {
+            store,
+            kinds,
+            fence_term: None,
+        }
+    }
+
+    /// A registry whose writes are refused once any entry of a term after `term` was applied.
+    pub fn fenced(&self, term: u64) -> Self {
+        Registry {
+            store: self.store.clone(),
+            kinds: self.kinds,
+            fence_term: Some(term),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn kinds(&self) -> &'static [KindInfo] {
+        self.kinds
+    }
+
+    /// Reads one object; linearizable unless `stale`.
+    pub async fn get(
+        &self,
+        info: &KindInfo,
+        namespace: &str,
+        name: &str,
+        stale: bool,
+    ) -> Result<Stored, ApiError> {
+        self.get_opt(info, namespace, name, stale)
+            .await?
+            .ok_or_else(|| ApiError::not_found(info.kind, name))
+    }
+
+    pub async fn get_opt(
+        &self,
+        info: &KindInfo,
+        namespace: &str,
+        name: &str,
+        stale: bool,
+    ) -> Result<Option<Stored>, ApiError> {
+        let key = keys::object_key(info, namespace, name);
+        let (result, _) = self
+            .store
+            .range(RangeQuery::new(KeyRange::key(key)), stale)
+            .await?;
+        match result.kvs.into_iter().next() {
+            None => Ok(None),
+            Some(kv) => {
+                let object: Value = serde_json::from_slice(&kv.value)?;
+                Ok(Some(Stored {
+                    object: object::with_resource_version(object, kv.mod_revision),
+                    revision: kv.mod_revision,
+                }))
+            }
+        }
+    }
+
+    /// Runs one transaction; returns whether the compares held, the op results and the revision.
+    async fn txn(
+        &self,
+        compares: Vec<Compare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    ) -> Result<(bool, Vec<OpResult>, i64), ApiError> {
+        let mut request = WriteRequest::txn(Txn {
+            compares,
+            success,
+            failure,
+        });
+        request.fence_term = self.fence_term;
+        let response = self.store.write(request).await?;
+        match response.outcome {
+            WriteOutcome::Txn { succeeded, results } => Ok((succeeded, results, response.revision)),
+            WriteOutcome::Rejected(Rejection::Fenced { .. }) => Err(ApiError::Fenced(
+                "this peer's leadership term has ended; the write was refused".into(),
+            )),
+            WriteOutcome::Rejected(rejection) => Err(ApiError::Invalid(rejection.to_string())),
+            other => Err(ApiError::Internal(format!(
+                "unexpected store outcome {other:?}"
+            ))),
+        }
+    }
+
+    /// Replaces the object at `key` if it is still at `revision`; returns the new revision.
+    async fn put_if_unchanged(
+        &self,
+        key: Vec<u8>,
+        revision: i64,
+        object: &Value,
+    ) -> Result<Option<i64>, ApiError> {
+        let (ok, _, new_revision) = self
+            .txn(
+                vec![mod_revision_is(&key, revision)],
+                vec![put(key, object)],
+                vec![],
+            )
+            .await?;
+        Ok(ok.then_some(new_revision))
+    }
+
+    /// Deletes the object at `key` if it is still at `revision`.
+    async fn delete_if_unchanged(
+        &self,
+        key: Vec<u8>,
+        revision: i64,
+    ) -> Result<Option<i64>, ApiError> {
+        let (ok, _, new_revision) = self
+            .txn(
+                vec![mod_revision_is(&key, revision)],
+                vec![TxnOp::Delete(DeleteOp {
+                    range: KeyRange::key(key),
+                    prev_kv: false,
+                })],
+                vec![],
+            )
+            .await?;
+        Ok(ok.then_some(new_revision))
+    }
+}
+
+fn mod_revision_is(key: &[u8], revision: i64) -> Compare {
+    Compare {
+        key: key.to_vec(),
+        op: CompareOp::Equal,
+        target: CompareTarget::ModRevision(revision),
+    }
+}
+
+fn exists(key: &[u8], expected: bool) -> Compare {
+    Compare {
+        key: key.to_vec(),
+        op: CompareOp::Equal,
+        target: CompareTarget::Exists(expected),
+    }
+}
+
+/// The stored form of an object: without its resourceVersion, which the key's revision gives.
+fn stored_bytes(object: &Value) -> Vec<u8> {
+    let mut stored = object.clone();
+    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&stored).expect("JSON values serialise")
+}
+
+fn put(key: Vec<u8>, object: &Value) -> TxnOp {
+    TxnOp::Put(PutOp {
+        key,
+        value: stored_bytes(object),
+        prev_kv: false,
+    })
+}
+
+fn read(key: Vec<u8>) -> TxnOp {
+    TxnOp::Range(RangeOp {
+        range: KeyRange::key(key),
+        limit: 1,
+        keys_only: true,
+        count_only: false,
+    })
+}
+
+fn conflict(info: &KindInfo, name: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
+        info.plural
+    ))
+}
+
+/// Now, as Kubernetes writes timestamps.
+pub fn now() -> Value {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Value::String(crate::objects::time::Time::from_unix_millis(ms - ms % 1000).to_string())
+}
+
+/// A fresh object uid (random, UUID v4 layout).
+pub fn new_uid() -> String {
+    let bits: u128 = rand::random();
+    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}

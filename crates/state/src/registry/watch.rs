@@ -1,0 +1,162 @@
+//! Watches over objects: the store's key events turned into ADDED / MODIFIED / DELETED as seen
+//! through the caller's selectors (an object that stops matching is DELETED for this watcher),
+//! plus BOOKMARK events that tell a quiet watcher how far it is up to date.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use flotilla_consensus::types::EventKind;
+use flotilla_consensus::{WatchError, Watcher};
+use serde_json::Value;
+
+use super::keys::{self, KindInfo, Scope};
+use super::object;
+use super::{ApiError, Registry, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+    Bookmark,
+}
+
+impl EventType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+            EventType::Bookmark => "BOOKMARK",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectEvent {
+    pub kind: EventType,
+    /// The object (for DELETED, its last state; for BOOKMARK, only kind and resourceVersion).
+    pub object: Value,
+    /// The revision this event brings the watcher up to.
+    pub revision: i64,
+}
+
+pub type WatchFilter = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+
+/// A watch on one kind in a scope.
+pub struct ObjectWatch {
+    info: KindInfo,
+    watcher: Watcher,
+    filter: WatchFilter,
+    pending: VecDeque<ObjectEvent>,
+    /// Everything up to here has been delivered.
+    delivered: i64,
+    bookmark_every: Option<Duration>,
+}
+
+impl<S: Store + Clone> Registry<S> {
+    /// Watches objects of `info` in `scope` changed after `after_revision` (a list's
+    /// resourceVersion); `None` watches from now on. A compacted revision fails with Expired.
+    pub fn watch(
+        &self,
+        info: &KindInfo,
+        scope: &Scope,
+        filter: WatchFilter,
+        after_revision: Option<i64>,
+        bookmark_every: Option<Duration>,
+    ) -> Result<ObjectWatch, ApiError> {
+        let start = after_revision.map_or(0, |rv| rv + 1);
+        let watcher = self
+            .store
+            .watch(keys::scope_range(info, scope), start)
+            .map_err(watch_error)?;
+        let delivered = watcher.next_revision() - 1;
+        Ok(ObjectWatch {
+            info: *info,
+            watcher,
+            filter,
+            pending: VecDeque::new(),
+            delivered,
+            bookmark_every,
+        })
+    }
+}
+
+fn watch_error(e: WatchError) -> ApiError {
+    match e {
+        WatchError::Compacted { .. } | WatchError::FellBehind { .. } | WatchError::Reset => {
+            ApiError::Expired(e.to_string())
+        }
+        WatchError::TooMany(_) | WatchError::Closed => ApiError::Unavailable(e.to_string()),
+        WatchError::Storage(msg) => ApiError::Internal(msg),
+    }
+}
+
+impl ObjectWatch {
+    /// The next event. Errors end the watch; `Expired` means: relist, then watch again.
+    pub async fn next(&mut self) -> Result<ObjectEvent, ApiError> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(event);
+            }
+            let batch = match self.bookmark_every {
+                Some(every) => match tokio::time::timeout(every, self.watcher.next()).await {
+                    Ok(batch) => batch,
+                    Err(_) => return Ok(self.bookmark()),
+                },
+                None => self.watcher.next().await,
+            }
+            .map_err(watch_error)?;
+            for event in batch.events {
+                if let Some(translated) = self.translate(event)? {
+                    self.pending.push_back(translated);
+                }
+            }
+            self.delivered = batch.revision;
+        }
+    }
+
+    fn bookmark(&self) -> ObjectEvent {
+        ObjectEvent {
+            kind: EventType::Bookmark,
+            object: serde_json::json!({
+                "apiVersion": self.info.api_version,
+                "kind": self.info.kind,
+                "metadata": {"resourceVersion": self.delivered.to_string()},
+            }),
+            revision: self.delivered,
+        }
+    }
+
+    fn translate(&self, event: flotilla_consensus::Event) -> Result<Option<ObjectEvent>, ApiError> {
+        let revision = event.kv.mod_revision;
+        let decode =
+            |bytes: &[u8]| -> Result<Value, ApiError> { Ok(serde_json::from_slice(bytes)?) };
+        let old = event
+            .prev_kv
+            .as_ref()
+            .map(|p| decode(&p.value))
+            .transpose()?;
+        let was_visible = old.as_ref().is_some_and(|o| (self.filter)(o));
+        let (kind, object) = match event.kind {
+            EventKind::Delete => match old {
+                Some(old) if was_visible => (EventType::Deleted, old),
+                _ => return Ok(None),
+            },
+            EventKind::Put => {
+                let new = decode(&event.kv.value)?;
+                match ((self.filter)(&new), was_visible) {
+                    (true, true) => (EventType::Modified, new),
+                    (true, false) => (EventType::Added, new),
+                    (false, true) => (EventType::Deleted, new),
+                    (false, false) => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(ObjectEvent {
+            kind,
+            object: object::with_resource_version(object, revision),
+            revision,
+        }))
+    }
+}
