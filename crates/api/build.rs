@@ -1,7 +1,11 @@
 //! Generates the gRPC services and messages from the `.proto` files in `proto/`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["../../proto/raft.proto", "../../proto/kv.proto"];
+    let protos = [
+        "../../proto/raft.proto",
+        "../../proto/kv.proto",
+        "../../proto/cluster.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -9,3 +9,8 @@ pub mod raft {
 pub mod kv {
     tonic::include_proto!("flotilla.kv");
 }
+
+/// The Kubernetes-shaped Cluster API.
+pub mod cluster {
+    tonic::include_proto!("flotilla.cluster");
+}

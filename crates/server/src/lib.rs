@@ -8,11 +8,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_api::cluster::cluster_api_server::ClusterApiServer;
 use flotilla_api::kv::cluster_client::ClusterClient;
 use flotilla_api::kv::MemberAddRequest;
 use flotilla_consensus::{NodeId, StoreConfig, StoreError, StoreNode};
+use flotilla_state::registry::Registry;
+use flotilla_state::service::{ClusterApiService, KINDS};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+
+/// Largest Cluster API request: manifests of many objects.
+pub const MAX_API_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Largest Cluster API response: a full list page.
+pub const MAX_API_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Most attempts to join through `--join` before giving up; one every [`JOIN_RETRY_PAUSE`].
 pub const JOIN_ATTEMPTS_MAX: u32 = 30;
@@ -21,7 +29,10 @@ const JOIN_RETRY_PAUSE: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("joining the cluster through {via}: {reason}")]
@@ -49,7 +60,10 @@ pub struct PeerConfig {
 
 impl PeerConfig {
     pub fn store_config(&self) -> StoreConfig {
-        let advertise = self.advertise.clone().unwrap_or_else(|| self.listen.to_string());
+        let advertise = self
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string());
         StoreConfig::new(self.id, advertise, self.data_dir.clone())
     }
 }
@@ -58,18 +72,23 @@ impl PeerConfig {
 pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, ServerError> {
     let mut members = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part
-            .split_once('=')
-            .ok_or_else(|| ServerError::Config(format!("initial cluster entry {part:?}: expected ID=HOST:PORT")))?;
-        let id: NodeId = id
-            .trim()
-            .parse()
-            .map_err(|_| ServerError::Config(format!("initial cluster entry {part:?}: {id:?} is not a peer id")))?;
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            ServerError::Config(format!(
+                "initial cluster entry {part:?}: expected ID=HOST:PORT"
+            ))
+        })?;
+        let id: NodeId = id.trim().parse().map_err(|_| {
+            ServerError::Config(format!(
+                "initial cluster entry {part:?}: {id:?} is not a peer id"
+            ))
+        })?;
         if id == 0 {
             return Err(ServerError::Config("peer id 0 is reserved".into()));
         }
         if members.insert(id, addr.trim().to_string()).is_some() {
-            return Err(ServerError::Config(format!("initial cluster names peer {id} twice")));
+            return Err(ServerError::Config(format!(
+                "initial cluster names peer {id} twice"
+            )));
         }
     }
     Ok(members)
@@ -82,14 +101,20 @@ pub struct Peer {
 }
 
 /// Runs a peer until `shutdown` resolves (then stops cleanly) or the store fails.
-pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    config: PeerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     if config.id == 0 {
         return Err(ServerError::Config("peer id 0 is reserved".into()));
     }
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen {
-        addr: config.listen.to_string(),
-        source,
-    })?;
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen.to_string(),
+                source,
+            })?;
     let store_config = config.store_config();
     let node = StoreNode::open(store_config.clone()).await?;
     if !config.initial_cluster.is_empty() {
@@ -101,8 +126,14 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()>) -> Resu
         }
         node.initialize(&config.initial_cluster).await?;
     }
-    let router = flotilla_consensus::router(node.clone());
+    let api = ClusterApiService::new(Registry::new(node.clone(), &KINDS));
+    let router = flotilla_consensus::router(node.clone()).add_service(
+        ClusterApiServer::new(api.clone())
+            .max_decoding_message_size(MAX_API_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_API_RESPONSE_BYTES),
+    );
     let server = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let bootstrap = ensure_default_namespace(&api);
     tracing::info!(id = config.id, addr = %store_config.advertise_addr, "peer serving");
     let joined = async {
         if let Some(via) = &config.join {
@@ -114,9 +145,23 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()>) -> Resu
         served = server => served.map_err(ServerError::from),
         reason = node.fatal() => Err(ServerError::Fatal(reason)),
         failed = joined => failed,
+        () = bootstrap => unreachable!("bootstrap never ends"),
     };
     node.shutdown().await;
     result
+}
+
+/// Creates the `default` namespace once the cluster can take writes (retrying through elections),
+/// then waits forever.
+async fn ensure_default_namespace(api: &ClusterApiService<Arc<StoreNode>>) {
+    loop {
+        match api.ensure_default_namespace().await {
+            Ok(()) => break,
+            Err(e) => tracing::debug!(error = %e, "default namespace not created yet"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    std::future::pending::<()>().await
 }
 
 /// Asks the cluster (through `via`) to add this peer, first as a learner, then as a voter once
