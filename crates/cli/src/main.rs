@@ -1,16 +1,38 @@
-//! The one `flotilla` binary: `server` (a control-plane peer) and, as they land, `agent`, `dev`
-//! and the client verbs. Argument handling and printing only; the work is in the library crates.
+//! The one `flotilla` binary: `server` (a control-plane peer) and the client verbs (`apply`,
+//! `get`, `describe`, `delete`, `scale`, …). Argument handling and printing only; the work is in
+//! the library crates.
+
+mod client;
+mod describe;
+mod printer;
+mod verbs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use flotilla_server::{parse_initial_cluster, PeerConfig};
+use flotilla_state::objects::Kind;
+
+use crate::client::Client;
+use crate::printer::Format;
 
 #[derive(Parser)]
-#[command(name = "flotilla", version, about = "A container orchestrator with its state in an embedded Raft log")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "A container orchestrator with its state in an embedded Raft log"
+)]
 struct Cli {
+    /// Server peers to talk to, comma-separated; the next is tried when one is down.
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_SERVER",
+        default_value = "127.0.0.1:7001"
+    )]
+    server: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -19,6 +41,23 @@ struct Cli {
 enum Command {
     /// Run a control-plane peer (Raft + API on one port).
     Server(ServerArgs),
+    /// Create or update objects from manifests (YAML or JSON; files, directories or - for stdin).
+    Apply(ApplyArgs),
+    /// Create objects from manifests; fails if one already exists.
+    Create(ApplyArgs),
+    /// List objects or show one.
+    Get(GetCli),
+    /// Show one object in detail, with its events.
+    Describe(DescribeCli),
+    /// Delete objects by kind and name, or those named in manifests.
+    Delete(DeleteCli),
+    /// Set the replica count of a deployment or replica set.
+    Scale(ScaleCli),
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args)]
@@ -43,6 +82,76 @@ struct ServerArgs {
     join: Option<String>,
 }
 
+#[derive(clap::Args)]
+struct ApplyArgs {
+    /// Manifest file, directory or - (repeatable).
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<String>,
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// Validate and report only.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(clap::Args)]
+struct GetCli {
+    /// KIND, KIND/NAME, or KIND NAME.
+    kind: String,
+    name: Option<String>,
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// List across all namespaces.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Label selector, e.g. app=web,tier!=db or 'env in (prod,staging)'.
+    #[arg(short = 'l', long = "selector", default_value = "")]
+    selector: String,
+    /// Field selector, e.g. spec.nodeName=n1,status.phase!=Running.
+    #[arg(long, default_value = "")]
+    field_selector: String,
+    /// Output format: wide, yaml, json or name.
+    #[arg(short, long)]
+    output: Option<String>,
+    /// After listing, watch for changes.
+    #[arg(short, long)]
+    watch: bool,
+}
+
+#[derive(clap::Args)]
+struct DescribeCli {
+    kind: String,
+    name: Option<String>,
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+}
+
+#[derive(clap::Args)]
+struct DeleteCli {
+    /// KIND NAME [NAME…] or KIND/NAME …
+    args: Vec<String>,
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<String>,
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// Seconds a pod gets to stop; 0 deletes at once.
+    #[arg(long)]
+    grace_period: Option<i64>,
+    /// background (dependents deleted too) or orphan.
+    #[arg(long, default_value = "background")]
+    cascade: String,
+}
+
+#[derive(clap::Args)]
+struct ScaleCli {
+    /// deployment/NAME or replicaset/NAME.
+    target: String,
+    #[arg(long)]
+    replicas: i32,
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -58,7 +167,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         Some(text) => parse_initial_cluster(text)?,
         None if args.join.is_none() => {
             // A lone peer: a one-member cluster of itself.
-            let addr = args.advertise.clone().unwrap_or_else(|| args.listen.to_string());
+            let addr = args
+                .advertise
+                .clone()
+                .unwrap_or_else(|| args.listen.to_string());
             [(args.id, addr)].into_iter().collect()
         }
         None => Default::default(),
@@ -75,10 +187,109 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_kind(text: &str) -> anyhow::Result<Kind> {
+    Kind::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `KIND NAME` or `KIND/NAME` into a kind and an optional name.
+fn kind_and_name(kind: &str, name: Option<String>) -> anyhow::Result<(Kind, Option<String>)> {
+    match kind.split_once('/') {
+        Some((k, n)) => {
+            anyhow::ensure!(name.is_none(), "there is no need to specify a resource type as a separate argument when passing arguments in resource/name form");
+            Ok((parse_kind(k)?, Some(n.to_string())))
+        }
+        None => Ok((parse_kind(kind)?, name)),
+    }
+}
+
+fn delete_targets(args: &DeleteCli) -> anyhow::Result<Vec<(Kind, String, String)>> {
+    if !args.files.is_empty() {
+        return verbs::targets_of_manifests(&args.files, &args.namespace);
+    }
+    let mut targets = Vec::new();
+    let mut kind = None;
+    for arg in &args.args {
+        match arg.split_once('/') {
+            Some((k, n)) => targets.push((parse_kind(k)?, n.to_string())),
+            None => match kind {
+                None => kind = Some(parse_kind(arg)?),
+                Some(k) => targets.push((k, arg.clone())),
+            },
+        }
+    }
+    anyhow::ensure!(!targets.is_empty(), "give KIND NAME, KIND/NAME or -f FILE");
+    Ok(targets
+        .into_iter()
+        .map(|(k, n)| {
+            (
+                k,
+                if k.is_namespaced() {
+                    args.namespace.clone()
+                } else {
+                    String::new()
+                },
+                n,
+            )
+        })
+        .collect())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.server);
+    match cli.command {
+        Command::Server(args) => server(args).await,
+        Command::Apply(a) => verbs::apply(&client, &a.files, &a.namespace, a.dry_run, false).await,
+        Command::Create(a) => verbs::apply(&client, &a.files, &a.namespace, a.dry_run, true).await,
+        Command::Get(g) => {
+            let (kind, name) = kind_and_name(&g.kind, g.name)?;
+            let format = Format::parse(g.output.as_deref()).map_err(anyhow::Error::msg)?;
+            let args = verbs::GetArgs {
+                kind,
+                name,
+                namespace: g.namespace,
+                all_namespaces: g.all_namespaces,
+                labels: g.selector,
+                fields: g.field_selector,
+                format,
+                watch: g.watch,
+            };
+            verbs::get(&client, args).await
+        }
+        Command::Describe(d) => {
+            let (kind, name) = kind_and_name(&d.kind, d.name)?;
+            let name = name.ok_or_else(|| anyhow::anyhow!("describe needs a name"))?;
+            verbs::describe(&client, kind, &name, &d.namespace).await
+        }
+        Command::Delete(d) => {
+            let targets = delete_targets(&d)?;
+            let args = verbs::DeleteArgs {
+                grace_period: d.grace_period,
+                cascade: d.cascade.clone(),
+            };
+            verbs::delete(&client, targets, &args).await
+        }
+        Command::Scale(s) => {
+            let (kind, name) = kind_and_name(&s.target, None)?;
+            let name = name.ok_or_else(|| anyhow::anyhow!("scale needs TYPE/NAME"))?;
+            verbs::scale(&client, kind, &name, &s.namespace, s.replicas).await
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "flotilla",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -87,15 +298,13 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Server(args) => server(args).await,
-        }
-    });
-    match result {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("flotilla: {e:#}");
+            match e.downcast_ref::<tonic::Status>() {
+                Some(status) => eprintln!("{}", client::describe_status(status)),
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::from(1)
         }
     }

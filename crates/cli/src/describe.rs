@@ -1,0 +1,176 @@
+//! `describe`: an object rendered for reading — name, namespace, labels, the notable fields of
+//! its kind, then everything else in spec and status as indented `Key: value` lines — followed
+//! by the events that name it.
+
+use std::fmt::Write as _;
+
+use flotilla_state::objects::Kind;
+use serde_json::Value;
+
+use crate::printer::{self, age};
+
+/// Nesting shown before a subtree is summarised.
+const MAX_DEPTH: usize = 8;
+
+fn title_case(key: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in key.chars().enumerate() {
+        if i == 0 {
+            out.extend(c.to_uppercase());
+        } else if c.is_uppercase() {
+            out.push(' ');
+            out.push(c);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "<none>".into(),
+        other => other.to_string(),
+    }
+}
+
+fn render_value(out: &mut String, key: &str, v: &Value, indent: usize) {
+    let pad = "  ".repeat(indent);
+    match v {
+        Value::Object(map) if map.is_empty() => {
+            let _ = writeln!(out, "{pad}{}:  <none>", title_case(key));
+        }
+        Value::Object(map) if indent < MAX_DEPTH => {
+            let _ = writeln!(out, "{pad}{}:", title_case(key));
+            for (k, v) in map {
+                render_value(out, k, v, indent + 1);
+            }
+        }
+        Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+            let joined = items.iter().map(scalar).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(
+                out,
+                "{pad}{}:  {}",
+                title_case(key),
+                if joined.is_empty() {
+                    "<none>".into()
+                } else {
+                    joined
+                }
+            );
+        }
+        Value::Array(items) if indent < MAX_DEPTH => {
+            let _ = writeln!(out, "{pad}{}:", title_case(key));
+            for (i, item) in items.iter().enumerate() {
+                render_value(out, &format!("[{i}]"), item, indent + 1);
+            }
+        }
+        other => {
+            let _ = writeln!(out, "{pad}{}:  {}", title_case(key), scalar(other));
+        }
+    }
+}
+
+fn map_lines(v: Option<&Value>) -> String {
+    match v.and_then(Value::as_object) {
+        Some(map) if !map.is_empty() => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", scalar(v)))
+            .collect::<Vec<_>>()
+            .join("\n              "),
+        _ => "<none>".into(),
+    }
+}
+
+pub fn render(kind: Kind, obj: &Value, now_ms: i64) -> String {
+    let mut out = String::new();
+    let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
+    let field = |p: &str| meta.pointer(p).map(scalar).unwrap_or_default();
+    let _ = writeln!(out, "Name:         {}", field("/name"));
+    if kind.is_namespaced() {
+        let _ = writeln!(out, "Namespace:    {}", field("/namespace"));
+    }
+    let _ = writeln!(out, "Kind:         {}", kind.name());
+    let _ = writeln!(out, "Labels:       {}", map_lines(meta.get("labels")));
+    let _ = writeln!(out, "Annotations:  {}", map_lines(meta.get("annotations")));
+    let created = field("/creationTimestamp");
+    let _ = writeln!(
+        out,
+        "Created:      {created} ({} ago)",
+        age(&created, now_ms)
+    );
+    if let Some(t) = meta.get("deletionTimestamp") {
+        let _ = writeln!(out, "Terminating:  since {}", scalar(t));
+    }
+    if kind == Kind::Pod {
+        let _ = writeln!(out, "Status:       {}", printer::pod_status(obj));
+        let _ = writeln!(
+            out,
+            "Node:         {}",
+            obj.pointer("/spec/nodeName")
+                .map(scalar)
+                .unwrap_or("<none>".into())
+        );
+        let _ = writeln!(
+            out,
+            "IP:           {}",
+            obj.pointer("/status/podIP")
+                .map(scalar)
+                .unwrap_or("<none>".into())
+        );
+    }
+    if let Some(owners) = meta.get("ownerReferences").and_then(Value::as_array) {
+        for owner in owners {
+            let _ = writeln!(
+                out,
+                "Controlled By:  {}/{}",
+                owner.get("kind").map(scalar).unwrap_or_default(),
+                owner.get("name").map(scalar).unwrap_or_default()
+            );
+        }
+    }
+    for (key, value) in obj.as_object().into_iter().flatten() {
+        if !matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+            render_value(&mut out, key, value, 0);
+        }
+    }
+    out
+}
+
+pub fn render_events(events: &[Value], now_ms: i64) -> String {
+    if events.is_empty() {
+        return "Events:       <none>\n".into();
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let when = e
+                .get("lastTimestamp")
+                .and_then(Value::as_str)
+                .or_else(|| {
+                    e.pointer("/metadata/creationTimestamp")
+                        .and_then(Value::as_str)
+                })
+                .unwrap_or("");
+            let count = e.get("count").and_then(Value::as_i64).unwrap_or(1);
+            let age = if count > 1 {
+                format!("{} (x{count})", age(when, now_ms))
+            } else {
+                age(when, now_ms)
+            };
+            vec![
+                e.get("type").map(scalar).unwrap_or_default(),
+                e.get("reason").map(scalar).unwrap_or_default(),
+                age,
+                e.pointer("/source/component")
+                    .map(scalar)
+                    .unwrap_or_default(),
+                e.get("message").map(scalar).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let table = printer::render_table(&["Type", "Reason", "Age", "From", "Message"], &rows, true);
+    let indented: String = table.lines().map(|l| format!("  {l}\n")).collect();
+    format!("Events:\n{indented}")
+}
