@@ -14,6 +14,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tonic::transport::Channel;
 
+/// The etcd v3 KV subset used as a benchmark baseline.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
 /// The `flotilla` binary under test: `$FLOTILLA_BIN`, or the one built next to this test.
 pub fn flotilla_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("FLOTILLA_BIN") {
@@ -25,13 +30,21 @@ pub fn flotilla_bin() -> PathBuf {
         dir.pop();
     }
     let bin = dir.join("flotilla");
-    assert!(bin.exists(), "{} is missing: build it first (cargo build --bin flotilla)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --bin flotilla)",
+        bin.display()
+    );
     bin
 }
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One `flotilla server` process.
@@ -141,7 +154,10 @@ pub async fn wait_for_leader(addr: &str, timeout: Duration) -> u64 {
                 return leader;
             }
         }
-        assert!(Instant::now() < deadline, "peer {addr} has no leader after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "peer {addr} has no leader after {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -155,7 +171,9 @@ pub struct ProcessCluster {
 impl ProcessCluster {
     pub async fn start(n: u64) -> ProcessCluster {
         let dir = tempfile::tempdir().unwrap();
-        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
         let initial = addrs
             .iter()
             .enumerate()
@@ -181,7 +199,11 @@ impl ProcessCluster {
 
     /// The current leader as seen by a running peer.
     pub async fn leader(&self) -> u64 {
-        let any = self.peers.iter().find(|p| p.is_running()).expect("a running peer");
+        let any = self
+            .peers
+            .iter()
+            .find(|p| p.is_running())
+            .expect("a running peer");
         wait_for_leader(&any.addr, Duration::from_secs(30)).await
     }
 }

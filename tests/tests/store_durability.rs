@@ -12,7 +12,13 @@ type Acked = Arc<Mutex<BTreeMap<String, String>>>;
 
 /// Writes unique keys through `addrs` (round robin) until `stop`, recording what was
 /// acknowledged. Bounded: at most `max_writes` writes.
-async fn writer(worker: usize, addrs: Vec<String>, acked: Acked, stop: Arc<tokio::sync::Notify>, max_writes: usize) {
+async fn writer(
+    worker: usize,
+    addrs: Vec<String>,
+    acked: Acked,
+    stop: Arc<tokio::sync::Notify>,
+    max_writes: usize,
+) {
     let stopped = stop.notified();
     tokio::pin!(stopped);
     for seq in 0..max_writes {
@@ -53,16 +59,33 @@ async fn read_all(addr: &str, prefix: &str) -> BTreeMap<String, String> {
     response
         .kvs
         .into_iter()
-        .map(|kv| (String::from_utf8(kv.key).unwrap(), String::from_utf8(kv.value).unwrap()))
+        .map(|kv| {
+            (
+                String::from_utf8(kv.key).unwrap(),
+                String::from_utf8(kv.value).unwrap(),
+            )
+        })
         .collect()
 }
 
 fn assert_contains(found: &BTreeMap<String, String>, acked: &BTreeMap<String, String>, who: &str) {
-    let lost: Vec<&String> = acked.keys().filter(|k| found.get(*k) != acked.get(*k)).collect();
-    assert!(lost.is_empty(), "{who} lost {} acknowledged writes, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    let lost: Vec<&String> = acked
+        .keys()
+        .filter(|k| found.get(*k) != acked.get(*k))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{who} lost {} acknowledged writes, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 }
 
-async fn run_writers(addrs: Vec<String>, acked: &Acked, workers: usize) -> (Arc<tokio::sync::Notify>, Vec<tokio::task::JoinHandle<()>>) {
+async fn run_writers(
+    addrs: Vec<String>,
+    acked: &Acked,
+    workers: usize,
+) -> (Arc<tokio::sync::Notify>, Vec<tokio::task::JoinHandle<()>>) {
     let stop = Arc::new(tokio::sync::Notify::new());
     let handles = (0..workers)
         .map(|w| tokio::spawn(writer(w, addrs.clone(), acked.clone(), stop.clone(), 5_000)))

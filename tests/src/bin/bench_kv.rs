@@ -1,0 +1,470 @@
+//! `make bench-kv`: write throughput and latency of a 3-peer Flotilla store against a 3-member
+//! etcd cluster, driven by the same load generator in one run, then Flotilla's leader failover
+//! time over repeated SIGKILLs. Prints figures; asserts nothing.
+//!
+//! Everything runs on loopback ports with data in a temporary directory. Each load level is
+//! bounded in time (`--seconds`) and in operations ([`MAX_OPS_PER_LEVEL`]).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use flotilla_api::kv::cluster_client::ClusterClient;
+use flotilla_api::kv::kv_client::KvClient;
+use flotilla_api::kv::{PutRequest, StatusRequest};
+use flotilla_e2e::etcdserverpb::kv_client::KvClient as EtcdKvClient;
+use flotilla_e2e::etcdserverpb::PutRequest as EtcdPut;
+use flotilla_e2e::{free_port, wait_for_leader, ProcessCluster};
+use tonic::transport::{Channel, Endpoint};
+
+/// Most writes one load level issues, whatever its duration.
+const MAX_OPS_PER_LEVEL: usize = 2_000_000;
+/// Distinct keys per client; keys are reused so the data set stays bounded.
+const KEYS_PER_CLIENT: usize = 1_000;
+const VALUE_BYTES: usize = 256;
+/// Deadline of one write while measuring failover.
+const FAILOVER_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Give up on one failover measurement after this long.
+const FAILOVER_MAX: Duration = Duration::from_secs(20);
+
+#[derive(Parser)]
+struct Args {
+    /// The flotilla binary to benchmark (a release build).
+    #[arg(long)]
+    flotilla: PathBuf,
+    /// The etcd binary of the baseline.
+    #[arg(long, default_value = "etcd")]
+    etcd: String,
+    /// Seconds of load per client count.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Client counts, comma-separated.
+    #[arg(long, default_value = "1,16,64,256")]
+    clients: String,
+    /// Leader SIGKILLs for the failover measurement (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    failovers: usize,
+    /// Skip the etcd baseline.
+    #[arg(long)]
+    no_etcd: bool,
+}
+
+#[derive(Clone, Copy)]
+enum System {
+    Flotilla,
+    Etcd,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Level {
+    writes: usize,
+    errors: usize,
+    seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Level {
+    fn rate(&self) -> f64 {
+        self.writes as f64 / self.seconds.max(1e-9)
+    }
+}
+
+async fn connect(addr: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+}
+
+/// One client on its own connection: sequential writes until the deadline or its op budget.
+async fn client_loop(
+    system: System,
+    channel: Channel,
+    client: usize,
+    deadline: Instant,
+    budget: usize,
+) -> (Vec<u32>, usize) {
+    let mut latencies_us = Vec::with_capacity(budget.min(100_000));
+    let mut errors = 0;
+    let value = vec![b'x'; VALUE_BYTES];
+    let mut flotilla = KvClient::new(channel.clone());
+    let mut etcd = EtcdKvClient::new(channel);
+    for i in 0..budget {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let key = format!("bench/{client}/{}", i % KEYS_PER_CLIENT).into_bytes();
+        let started = Instant::now();
+        let ok = match system {
+            System::Flotilla => flotilla
+                .put(PutRequest {
+                    key,
+                    value: value.clone(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok(),
+            System::Etcd => etcd
+                .put(EtcdPut {
+                    key,
+                    value: value.clone(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok(),
+        };
+        if ok {
+            latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        } else {
+            errors += 1;
+        }
+    }
+    (latencies_us, errors)
+}
+
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    sorted_us[index] as f64 / 1000.0
+}
+
+async fn run_level(system: System, addrs: &[String], clients: usize, seconds: u64) -> Level {
+    let mut channels = Vec::with_capacity(clients);
+    for c in 0..clients {
+        channels.push(connect(&addrs[c % addrs.len()]).await);
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let budget = MAX_OPS_PER_LEVEL / clients;
+    let tasks: Vec<_> = channels
+        .into_iter()
+        .enumerate()
+        .map(|(c, ch)| tokio::spawn(client_loop(system, ch, c, deadline, budget)))
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (lat, err) = task.await.expect("client task");
+        all.extend(lat);
+        errors += err;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    Level {
+        writes: all.len(),
+        errors,
+        seconds: elapsed,
+        p50_ms: percentile_ms(&all, 0.50),
+        p99_ms: percentile_ms(&all, 0.99),
+    }
+}
+
+/// A 3-member etcd cluster on loopback, killed when dropped.
+struct EtcdCluster {
+    children: Vec<Child>,
+    client_addrs: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    async fn start(binary: &str) -> EtcdCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let peers: Vec<(String, String)> = (0..3)
+            .map(|_| {
+                (
+                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", free_port()),
+                )
+            })
+            .collect();
+        let initial = peers
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("e{i}=http://{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut children = Vec::new();
+        for (i, (client, peer)) in peers.iter().enumerate() {
+            let data = dir.path().join(format!("e{i}"));
+            let log = std::fs::File::create(dir.path().join(format!("e{i}.log"))).unwrap();
+            let child = Command::new(binary)
+                .args(["--name", &format!("e{i}")])
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--listen-client-urls", &format!("http://{client}")])
+                .args(["--advertise-client-urls", &format!("http://{client}")])
+                .args(["--listen-peer-urls", &format!("http://{peer}")])
+                .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
+                .args(["--initial-cluster", &initial])
+                .args([
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "flotilla-bench",
+                ])
+                .args(["--logger", "zap", "--log-level", "error"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {binary}: {e} (install etcd-server)"));
+            children.push(child);
+        }
+        let cluster = EtcdCluster {
+            children,
+            client_addrs: peers.into_iter().map(|(c, _)| c).collect(),
+            _dir: dir,
+        };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for addr in &self.client_addrs {
+            loop {
+                let attempt = async {
+                    let mut client = EtcdKvClient::new(connect(addr).await);
+                    client
+                        .put(EtcdPut {
+                            key: b"ready".to_vec(),
+                            value: b"1".to_vec(),
+                            ..Default::default()
+                        })
+                        .await
+                };
+                if tokio::time::timeout(Duration::from_secs(2), attempt)
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd at {addr} did not become ready"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn leader_of(addr: &str) -> Option<(u64, u64)> {
+    let mut client = ClusterClient::new(connect(addr).await);
+    let status = client.status(StatusRequest {}).await.ok()?.into_inner();
+    (status.leader_id != 0).then_some((status.leader_id, status.raft_applied_index))
+}
+
+/// SIGKILLs the leader and measures how long until a write succeeds again.
+async fn one_failover(cluster: &mut ProcessCluster, round: usize) -> Option<Duration> {
+    let leader = cluster.leader().await;
+    let survivors: Vec<String> = cluster
+        .peers
+        .iter()
+        .filter(|p| p.id != leader)
+        .map(|p| p.addr.clone())
+        .collect();
+    let mut clients = Vec::new();
+    for addr in &survivors {
+        clients.push(KvClient::new(connect(addr).await));
+    }
+    let killed_at = Instant::now();
+    cluster.peer(leader).kill9();
+    let mut attempt = 0usize;
+    let recovered = loop {
+        if killed_at.elapsed() > FAILOVER_MAX {
+            break None;
+        }
+        let count = clients.len();
+        let client = &mut clients[attempt % count];
+        attempt += 1;
+        let mut request = tonic::Request::new(PutRequest {
+            key: format!("failover/{round}").into_bytes(),
+            value: b"v".to_vec(),
+            request_id: format!("failover-{round}-{attempt}"),
+            ..Default::default()
+        });
+        request.set_timeout(FAILOVER_PROBE_TIMEOUT);
+        if client.put(request).await.is_ok() {
+            break Some(killed_at.elapsed());
+        }
+    };
+    cluster.peer(leader).restart();
+    wait_rejoined(cluster, leader).await;
+    recovered
+}
+
+/// Waits until the restarted peer knows the leader and has applied nearly all it has.
+async fn wait_rejoined(cluster: &ProcessCluster, id: u64) {
+    let addr = cluster.peers[id as usize - 1].addr.clone();
+    let other = cluster
+        .peers
+        .iter()
+        .find(|p| p.id != id)
+        .unwrap()
+        .addr
+        .clone();
+    wait_for_leader(&addr, Duration::from_secs(30)).await;
+    for _ in 0..300 {
+        if let (Some((_, mine)), Some((_, theirs))) =
+            (leader_of(&addr).await, leader_of(&other).await)
+        {
+            if mine + 5 >= theirs {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+fn print_table(levels: &[(usize, Level, Option<Level>)]) {
+    println!();
+    println!("Writes of {VALUE_BYTES}-byte values, each client on its own connection, clients spread over 3 peers");
+    println!(
+        "{:>7} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>7} {:>9}",
+        "clients",
+        "flotilla w/s",
+        "p50 ms",
+        "p99 ms",
+        "etcd w/s",
+        "p50 ms",
+        "p99 ms",
+        "w/s x",
+        "p99 x"
+    );
+    println!("{}", "-".repeat(100));
+    for (clients, ours, theirs) in levels {
+        let (etcd_rate, etcd_p50, etcd_p99, ratio, p99_ratio) = match theirs {
+            Some(t) => (
+                format!("{:.0}", t.rate()),
+                format!("{:.2}", t.p50_ms),
+                format!("{:.2}", t.p99_ms),
+                format!("{:.2}", ours.rate() / t.rate()),
+                format!("{:.2}", ours.p99_ms / t.p99_ms),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{:>7} | {:>12.0} {:>8.2} {:>8.2} | {:>12} {:>8} {:>8} | {:>7} {:>9}",
+            clients,
+            ours.rate(),
+            ours.p50_ms,
+            ours.p99_ms,
+            etcd_rate,
+            etcd_p50,
+            etcd_p99,
+            ratio,
+            p99_ratio
+        );
+        if ours.errors > 0 || theirs.as_ref().is_some_and(|t| t.errors > 0) {
+            println!(
+                "        errors: flotilla {}, etcd {}",
+                ours.errors,
+                theirs.as_ref().map_or(0, |t| t.errors)
+            );
+        }
+    }
+    println!(
+        "(w/s x = Flotilla writes/s ÷ etcd's; p99 x = Flotilla p99 ÷ etcd's, lower is better)"
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    std::env::set_var("FLOTILLA_BIN", &args.flotilla);
+    let counts: Vec<usize> = args
+        .clients
+        .split(',')
+        .map(|c| c.trim().parse().expect("client counts are numbers"))
+        .collect();
+
+    eprintln!("starting a 3-peer flotilla store …");
+    let mut flotilla = ProcessCluster::start(3).await;
+    let addrs: Vec<String> = flotilla.peers.iter().map(|p| p.addr.clone()).collect();
+    let mut ours = Vec::new();
+    for &clients in &counts {
+        eprintln!("flotilla: {clients} clients for {} s …", args.seconds);
+        ours.push(run_level(System::Flotilla, &addrs, clients, args.seconds).await);
+    }
+
+    let mut failovers = Vec::new();
+    for round in 0..args.failovers {
+        eprintln!("failover {}/{} …", round + 1, args.failovers);
+        failovers.push(one_failover(&mut flotilla, round).await);
+    }
+    drop(flotilla);
+
+    let mut theirs: Vec<Option<Level>> = vec![None; counts.len()];
+    if !args.no_etcd {
+        eprintln!("starting a 3-member etcd cluster …");
+        let etcd = EtcdCluster::start(&args.etcd).await;
+        for (i, &clients) in counts.iter().enumerate() {
+            eprintln!("etcd: {clients} clients for {} s …", args.seconds);
+            theirs[i] =
+                Some(run_level(System::Etcd, &etcd.client_addrs, clients, args.seconds).await);
+        }
+    }
+
+    let levels: Vec<(usize, Level, Option<Level>)> = counts
+        .iter()
+        .zip(ours)
+        .zip(theirs)
+        .map(|((c, o), t)| (*c, o, t))
+        .collect();
+    print_table(&levels);
+    print_failovers(&failovers);
+}
+
+fn print_failovers(failovers: &[Option<Duration>]) {
+    if failovers.is_empty() {
+        return;
+    }
+    let mut ms: Vec<f64> = failovers
+        .iter()
+        .flatten()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let failed = failovers.iter().filter(|f| f.is_none()).count();
+    let pick = |p: f64| {
+        if ms.is_empty() {
+            f64::NAN
+        } else {
+            ms[((ms.len() as f64 - 1.0) * p).round() as usize]
+        }
+    };
+    println!();
+    println!(
+        "Leader failover (SIGKILL the leader → first successful write), {} kills: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms{}",
+        failovers.len(),
+        pick(0.5),
+        pick(0.99),
+        ms.last().copied().unwrap_or(f64::NAN),
+        if failed > 0 { format!(", {failed} did not recover within {FAILOVER_MAX:?}") } else { String::new() }
+    );
+    println!(
+        "  each: {}",
+        ms.iter()
+            .map(|m| format!("{m:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
