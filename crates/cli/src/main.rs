@@ -182,6 +182,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         initial_cluster,
         join: args.join,
+        leader: Default::default(),
     };
     flotilla_server::run(config, shutdown_signal()).await?;
     Ok(())

@@ -1,6 +1,8 @@
 //! A control-plane peer: wires consensus + state + gRPC, joins or bootstraps the cluster, and
 //! serves Raft and the client APIs on one port until told to stop or until the store fails.
 
+pub mod leader;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,6 +58,7 @@ pub struct PeerConfig {
     pub initial_cluster: BTreeMap<NodeId, String>,
     /// Join a running cluster through this peer instead of bootstrapping.
     pub join: Option<String>,
+    pub leader: leader::LeaderConfig,
 }
 
 impl PeerConfig {
@@ -134,6 +137,8 @@ pub async fn run(
     );
     let server = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
     let bootstrap = ensure_default_namespace(&api);
+    let leader_loops =
+        leader::supervise(node.clone(), api.registry().clone(), config.leader.clone());
     tracing::info!(id = config.id, addr = %store_config.advertise_addr, "peer serving");
     let joined = async {
         if let Some(via) = &config.join {
@@ -146,6 +151,7 @@ pub async fn run(
         reason = node.fatal() => Err(ServerError::Fatal(reason)),
         failed = joined => failed,
         () = bootstrap => unreachable!("bootstrap never ends"),
+        () = leader_loops => Err(ServerError::Fatal("the leader supervisor stopped".into())),
     };
     node.shutdown().await;
     result

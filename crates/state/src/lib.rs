@@ -12,6 +12,7 @@
 //! - [`registry`]: objects on the consensus KV — keyspace, resourceVersion, optimistic
 //!   concurrency, create/update/status/patch/apply/delete, list with pagination, watch.
 //! - [`service`]: the Cluster API service logic (admission = default + validate, then registry).
+//! - [`informer`]: typed local caches kept current by list + watch, for loops and agents.
 //!
 //! Architecture invariant: the object model (`objects`, `manifest`, `validate`, `defaults`,
 //! selectors) does no IO and reads no clock. The registry does IO only through the [`registry::Store`]
@@ -20,6 +21,7 @@
 pub mod defaults;
 pub mod error;
 pub mod field_selector;
+pub mod informer;
 pub mod manifest;
 pub mod objects;
 pub mod registry;

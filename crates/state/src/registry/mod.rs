@@ -23,7 +23,7 @@ use flotilla_consensus::types::{
     Compare, CompareOp, CompareTarget, DeleteOp, KeyRange, OpResult, PutOp, RangeOp, Rejection,
     Txn, TxnOp, WriteOutcome,
 };
-use flotilla_consensus::{RangeQuery, WriteRequest};
+use flotilla_consensus::{RangeQuery, WriteOp, WriteRequest};
 use serde_json::Value;
 
 pub use delete::{DeleteOptions, Propagation};
@@ -144,6 +144,50 @@ impl<S: Store + Clone> Registry<S> {
                 "unexpected store outcome {other:?}"
             ))),
         }
+    }
+
+    /// Writes many objects as one log entry, each only if it is still at the revision it was
+    /// read at (`Stored::revision`). Returns, per object, whether it was written.
+    pub async fn put_many_if_unchanged(
+        &self,
+        writes: &[(KindInfo, Stored)],
+    ) -> Result<Vec<bool>, ApiError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txns = writes
+            .iter()
+            .map(|(info, stored)| {
+                let key = keys::object_key(
+                    info,
+                    object::namespace(&stored.object),
+                    object::name(&stored.object),
+                );
+                Txn {
+                    compares: vec![mod_revision_is(&key, stored.revision)],
+                    success: vec![put(key, &stored.object)],
+                    failure: vec![],
+                }
+            })
+            .collect();
+        let mut request = WriteRequest::new(WriteOp::Batch(txns));
+        request.fence_term = self.fence_term;
+        let response = self.store.write(request).await?;
+        match response.outcome {
+            WriteOutcome::Batch(outcomes) => Ok(outcomes.into_iter().map(|(ok, _)| ok).collect()),
+            WriteOutcome::Rejected(Rejection::Fenced { .. }) => Err(ApiError::Fenced(
+                "this peer's leadership term has ended; the write was refused".into(),
+            )),
+            WriteOutcome::Rejected(rejection) => Err(ApiError::Invalid(rejection.to_string())),
+            other => Err(ApiError::Internal(format!(
+                "unexpected store outcome {other:?}"
+            ))),
+        }
+    }
+
+    /// The term this registry's writes are fenced to, if any.
+    pub fn fence_term(&self) -> Option<u64> {
+        self.fence_term
     }
 
     /// Replaces the object at `key` if it is still at `revision`; returns the new revision.

@@ -1,0 +1,111 @@
+//! Leader-only work. The supervisor starts the scheduler and the controllers when this peer
+//! becomes leader and stops them the moment it is not (or stops hearing from a quorum). Every
+//! write they make goes through a registry fenced to the term they started in, so a deposed
+//! leader's late writes are refused by the state machine once the new leader has written.
+
+pub mod convert;
+pub mod scheduling;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_consensus::StoreNode;
+use flotilla_state::informer::{spawn_informer, Cache, Query};
+use flotilla_state::objects::{Node, Pod};
+use flotilla_state::registry::Registry;
+use flotilla_state::Kind;
+use openraft::ServerState;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How often leadership is re-checked even when Raft reports nothing new.
+const LEADERSHIP_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Default)]
+pub struct LeaderConfig {
+    pub scheduling: scheduling::SchedulingConfig,
+}
+
+pub type ApiRegistry = Registry<Arc<StoreNode>>;
+
+/// What one term's loops share.
+pub struct TermContext {
+    pub term: u64,
+    /// Writes fenced to `term`.
+    pub registry: ApiRegistry,
+    pub pods: Arc<Cache<Pod>>,
+    pub nodes: Arc<Cache<Node>>,
+    pub config: LeaderConfig,
+}
+
+/// The term this peer leads in, if it is leader and has heard from a quorum recently.
+fn leading_term(node: &StoreNode) -> Option<u64> {
+    let metrics = node.raft().metrics();
+    let m = metrics.borrow();
+    let quorum_ms = node.config().election_timeout_max_ms;
+    let in_touch = m.millis_since_quorum_ack.is_some_and(|ms| ms < quorum_ms);
+    (m.state == ServerState::Leader && m.current_leader == Some(node.id) && in_touch)
+        .then_some(m.current_term)
+}
+
+/// Runs forever: starts the leader loops on gaining leadership, stops them on losing it.
+pub async fn supervise(node: Arc<StoreNode>, registry: ApiRegistry, config: LeaderConfig) {
+    let mut metrics = node.raft().metrics();
+    let mut running: Option<(u64, Running)> = None;
+    loop {
+        let term = leading_term(&node);
+        let current = running.as_ref().map(|(t, _)| *t);
+        if term != current {
+            if let Some((old, loops)) = running.take() {
+                tracing::info!(term = old, "leadership lost: stopping leader loops");
+                loops.stop().await;
+            }
+            if let Some(term) = term {
+                tracing::info!(term, "leader: starting scheduler and controllers");
+                running = Some((term, start(&registry, term, &config)));
+            }
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep(LEADERSHIP_POLL) => {}
+        }
+    }
+    if let Some((_, loops)) = running {
+        loops.stop().await;
+    }
+}
+
+/// The loops of one term.
+struct Running {
+    tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        self.stop.send_replace(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn start(registry: &ApiRegistry, term: u64, config: &LeaderConfig) -> Running {
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let source = Arc::new(registry.clone());
+    let ctx = Arc::new(TermContext {
+        term,
+        registry: registry.fenced(term),
+        pods: spawn_informer(source.clone(), Query::all(Kind::Pod), until_stopped()),
+        nodes: spawn_informer(source, Query::all(Kind::Node), until_stopped()),
+        config: config.clone(),
+    });
+    let mut tasks = JoinSet::new();
+    tasks.spawn(scheduling::run(ctx));
+    Running { tasks, stop }
+}

@@ -1,0 +1,363 @@
+//! Informers: a local, typed cache of one kind kept current by list + watch, shared by the
+//! leader's loops and by node agents. Level-triggered consumers read the whole cache when told
+//! something changed; they never depend on seeing every event.
+//!
+//! The cache relists when its watch is too old (compaction) or breaks, so it converges on the
+//! store's state whatever happens to the stream.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::registry::{
+    object, ApiError, EventType, ListOptions, ObjectEvent, Registry, Scope, Store, WatchFilter,
+};
+use crate::service::{kind_info, object_filter};
+use crate::Kind;
+
+/// Pause before relisting after an error (doubling up to [`RELIST_BACKOFF_MAX`]).
+const RELIST_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RELIST_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A stream of object events (a watch).
+pub trait EventStream: Send {
+    fn next(&mut self) -> BoxFuture<'_, Result<ObjectEvent, ApiError>>;
+}
+
+/// One page of a list.
+pub struct Page {
+    pub items: Vec<Value>,
+    pub resource_version: i64,
+    pub continue_token: Option<String>,
+}
+
+/// Where an informer lists and watches: the in-process registry, or the Cluster API over gRPC.
+pub trait ObjectSource: Send + Sync + 'static {
+    fn list(
+        &self,
+        query: &Query,
+        continue_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page, ApiError>>;
+    fn watch(
+        &self,
+        query: &Query,
+        after: i64,
+    ) -> BoxFuture<'_, Result<Box<dyn EventStream>, ApiError>>;
+}
+
+/// What an informer caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub kind: Kind,
+    /// `None`: every namespace.
+    pub namespace: Option<String>,
+    pub label_selector: String,
+    pub field_selector: String,
+}
+
+impl Query {
+    pub fn all(kind: Kind) -> Self {
+        Query {
+            kind,
+            namespace: None,
+            label_selector: String::new(),
+            field_selector: String::new(),
+        }
+    }
+
+    pub fn with_fields(mut self, fields: impl Into<String>) -> Self {
+        self.field_selector = fields.into();
+        self
+    }
+
+    fn scope(&self) -> Scope {
+        match &self.namespace {
+            Some(ns) if self.kind.is_namespaced() => Scope::Namespace(ns.clone()),
+            _ => Scope::All,
+        }
+    }
+
+    fn filter(&self) -> Result<WatchFilter, ApiError> {
+        object_filter(self.kind, &self.label_selector, &self.field_selector)
+            .map_err(|s| ApiError::Invalid(s.message().to_string()))
+    }
+}
+
+struct RegistryWatch(crate::registry::ObjectWatch);
+
+impl EventStream for RegistryWatch {
+    fn next(&mut self) -> BoxFuture<'_, Result<ObjectEvent, ApiError>> {
+        Box::pin(self.0.next())
+    }
+}
+
+impl<S: Store + Clone> ObjectSource for Registry<S> {
+    fn list(
+        &self,
+        query: &Query,
+        continue_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page, ApiError>> {
+        let query = query.clone();
+        Box::pin(async move {
+            let filter = query.filter()?;
+            let options = ListOptions {
+                limit: 0,
+                continue_token,
+                stale: true,
+            };
+            let page = Registry::list(
+                self,
+                kind_info(query.kind),
+                &query.scope(),
+                &*filter,
+                &options,
+            )
+            .await?;
+            Ok(Page {
+                items: page.items,
+                resource_version: page.resource_version,
+                continue_token: page.continue_token,
+            })
+        })
+    }
+
+    fn watch(
+        &self,
+        query: &Query,
+        after: i64,
+    ) -> BoxFuture<'_, Result<Box<dyn EventStream>, ApiError>> {
+        let query = query.clone();
+        Box::pin(async move {
+            let filter = query.filter()?;
+            let bookmarks = Some(Duration::from_secs(5));
+            let watch = Registry::watch(
+                self,
+                kind_info(query.kind),
+                &query.scope(),
+                filter,
+                Some(after),
+                bookmarks,
+            )?;
+            Ok(Box::new(RegistryWatch(watch)) as Box<dyn EventStream>)
+        })
+    }
+}
+
+/// One cached object.
+#[derive(Debug)]
+pub struct Cached<T> {
+    pub object: Arc<T>,
+    pub revision: i64,
+}
+
+impl<T> Clone for Cached<T> {
+    fn clone(&self) -> Self {
+        Cached {
+            object: self.object.clone(),
+            revision: self.revision,
+        }
+    }
+}
+
+/// The cache of an informer: `namespace/name` → object.
+pub struct Cache<T> {
+    objects: RwLock<HashMap<String, Cached<T>>>,
+    /// Bumped on every change; consumers wait on it.
+    changes: watch::Sender<u64>,
+    synced: watch::Sender<bool>,
+}
+
+pub fn cache_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
+    fn new() -> Arc<Self> {
+        Arc::new(Cache {
+            objects: RwLock::new(HashMap::new()),
+            changes: watch::channel(0).0,
+            synced: watch::channel(false).0,
+        })
+    }
+
+    /// Every cached object (cheap: shared pointers).
+    pub fn snapshot(&self) -> Vec<Cached<T>> {
+        self.objects
+            .read()
+            .expect("cache lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Cached<T>> {
+        self.objects
+            .read()
+            .expect("cache lock")
+            .get(&cache_key(namespace, name))
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.read().expect("cache lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A receiver that changes whenever the cache does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Waits until the first full list has been loaded.
+    pub async fn wait_synced(&self) {
+        let mut synced = self.synced.subscribe();
+        let _ = synced.wait_for(|s| *s).await;
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    fn decode(value: &Value) -> Option<(String, Cached<T>)> {
+        let key = cache_key(object::namespace(value), object::name(value));
+        let revision = object::meta_str(value, "resourceVersion")
+            .parse()
+            .unwrap_or(0);
+        // Typed kinds carry apiVersion and kind in their type, not as fields.
+        let mut body = value.clone();
+        if let Some(map) = body.as_object_mut() {
+            map.remove("apiVersion");
+            map.remove("kind");
+        }
+        match serde_json::from_value::<T>(body) {
+            Ok(object) => Some((
+                key,
+                Cached {
+                    object: Arc::new(object),
+                    revision,
+                },
+            )),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "cached object does not decode; skipped");
+                None
+            }
+        }
+    }
+
+    fn replace_all(&self, items: &[Value]) {
+        let fresh: HashMap<String, Cached<T>> = items.iter().filter_map(Self::decode).collect();
+        *self.objects.write().expect("cache lock") = fresh;
+        self.bump();
+        self.synced.send_replace(true);
+    }
+
+    fn apply(&self, event: &ObjectEvent) {
+        match event.kind {
+            EventType::Bookmark => return,
+            EventType::Deleted => {
+                let key = cache_key(
+                    object::namespace(&event.object),
+                    object::name(&event.object),
+                );
+                self.objects.write().expect("cache lock").remove(&key);
+            }
+            EventType::Added | EventType::Modified => {
+                if let Some((key, cached)) = Self::decode(&event.object) {
+                    self.objects
+                        .write()
+                        .expect("cache lock")
+                        .insert(key, cached);
+                }
+            }
+        }
+        self.bump();
+    }
+}
+
+/// Starts an informer task; it runs until the returned cache and every clone of it are dropped
+/// or `stop` resolves.
+pub fn spawn_informer<T, S>(
+    source: Arc<S>,
+    query: Query,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Arc<Cache<T>>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    S: ObjectSource + ?Sized,
+{
+    let cache = Cache::<T>::new();
+    let weak = Arc::downgrade(&cache);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = run(source, query, weak) => {}
+            _ = stop => {}
+        }
+    });
+    cache
+}
+
+async fn run<T, S>(source: Arc<S>, query: Query, cache: std::sync::Weak<Cache<T>>)
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    S: ObjectSource + ?Sized,
+{
+    let mut backoff = RELIST_BACKOFF_MIN;
+    loop {
+        let Some(strong) = cache.upgrade() else {
+            return;
+        };
+        match list_and_watch(&*source, &query, &strong).await {
+            Ok(()) => backoff = RELIST_BACKOFF_MIN,
+            Err(e) => {
+                tracing::debug!(kind = %query.kind, error = %e, "informer relists");
+                drop(strong);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RELIST_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Lists everything, then follows the watch until it breaks; returns the reason to relist.
+async fn list_and_watch<T, S>(
+    source: &S,
+    query: &Query,
+    cache: &Arc<Cache<T>>,
+) -> Result<(), ApiError>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    S: ObjectSource + ?Sized,
+{
+    let mut items = Vec::new();
+    let mut token = None;
+    let revision = loop {
+        let page = source.list(query, token).await?;
+        items.extend(page.items);
+        match page.continue_token {
+            Some(next) => token = Some(next),
+            None => break page.resource_version,
+        }
+    };
+    cache.replace_all(&items);
+    drop(items);
+    let mut stream = source.watch(query, revision).await?;
+    loop {
+        let event = stream.next().await?;
+        if Arc::strong_count(cache) <= 1 {
+            // Only this task holds the cache: nobody reads it any more.
+            return Ok(());
+        }
+        cache.apply(&event);
+    }
+}
