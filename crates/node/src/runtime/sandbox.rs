@@ -1,0 +1,254 @@
+//! Pod sandboxes: the network, IPC and UTS namespaces a pod's containers share, pinned as
+//! bind-mounted nsfs files (no pause process), plus the pod's CNI attachment and cgroup.
+//!
+//! Sandbox directory `<state_dir>/sandboxes/<pod-uid>/`: `net`, `ipc`, `uts` (the pinned
+//! namespaces) and `sandbox.json` ([`SandboxRecord`]). Teardown runs CNI DEL, unmounts the
+//! namespaces, removes the pod cgroup and the directory; it is idempotent and also undoes a
+//! half-finished creation.
+
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::cgroups;
+use super::error::{IoContext, RuntimeError};
+use super::helper::run_helper;
+use super::mounts::{remove_dir_safely, unmount};
+use super::oci::PodNamespaces;
+use super::service::{Runtime, MAX_LISTED};
+use super::spec::validate_name;
+use super::state::{read_json, write_json_atomic};
+use crate::network::PodAddress;
+
+/// Longest hostname the kernel accepts.
+pub const MAX_HOSTNAME_BYTES: usize = 64;
+
+/// A pod's shared namespaces and its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub pod_uid: String,
+    pub hostname: String,
+    pub dir: PathBuf,
+    pub namespaces: PodNamespaces,
+    /// The pod's IP on the node network; `None` without a network config.
+    pub address: Option<PodAddress>,
+}
+
+/// `sandbox.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SandboxRecord {
+    pod_uid: String,
+    hostname: String,
+    ip: Option<Ipv4Addr>,
+    prefix_len: Option<u8>,
+    gateway: Option<Ipv4Addr>,
+}
+
+impl Runtime {
+    fn sandbox_dir(&self, pod_uid: &str) -> PathBuf {
+        self.config.state_dir.join("sandboxes").join(pod_uid)
+    }
+
+    /// Creates the pod's namespaces (hostname set, loopback up) and attaches it to the node
+    /// network. On failure nothing is left behind.
+    pub async fn create_sandbox(
+        &self,
+        pod_uid: &str,
+        hostname: &str,
+    ) -> Result<Sandbox, RuntimeError> {
+        validate_name("pod uid", pod_uid)?;
+        validate_hostname(hostname)?;
+        let dir = self.sandbox_dir(pod_uid);
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::SandboxExists {
+                    pod_uid: pod_uid.to_string(),
+                })
+            }
+            other => other.ctx("creating", &dir)?,
+        }
+        let mut record = SandboxRecord {
+            pod_uid: pod_uid.to_string(),
+            hostname: hostname.to_string(),
+            ip: None,
+            prefix_len: None,
+            gateway: None,
+        };
+        let created = self.populate_sandbox(&dir, &mut record).await;
+        if let Err(e) = created {
+            let _ = self.teardown_sandbox(pod_uid).await;
+            return Err(e);
+        }
+        Ok(sandbox_of(&dir, &record))
+    }
+
+    async fn populate_sandbox(
+        &self,
+        dir: &Path,
+        record: &mut SandboxRecord,
+    ) -> Result<(), RuntimeError> {
+        let record_path = dir.join("sandbox.json");
+        write_json_atomic(&record_path, record)?;
+        let args = [OsString::from(dir), OsString::from(&record.hostname)];
+        let timeout = self.config.helper_timeout;
+        run_helper(&self.config.shim_path, "sandbox", &args, timeout).await?;
+        if let Some(cni) = &self.cni {
+            let address = cni.add(&record.pod_uid, &dir.join("net")).await?;
+            record.ip = Some(address.ip);
+            record.prefix_len = Some(address.prefix_len);
+            record.gateway = address.gateway;
+            write_json_atomic(&record_path, record)?;
+        }
+        Ok(())
+    }
+
+    /// The sandbox of a pod, as created earlier (also by a previous agent).
+    pub fn sandbox(&self, pod_uid: &str) -> Result<Sandbox, RuntimeError> {
+        validate_name("pod uid", pod_uid)?;
+        let dir = self.sandbox_dir(pod_uid);
+        let record: SandboxRecord = match read_json(&dir.join("sandbox.json")) {
+            Err(RuntimeError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                return Err(RuntimeError::SandboxNotFound {
+                    pod_uid: pod_uid.to_string(),
+                })
+            }
+            other => other?,
+        };
+        Ok(sandbox_of(&dir, &record))
+    }
+
+    /// Every sandbox in the state directory, sorted by pod UID.
+    pub fn list_sandboxes(&self) -> Result<Vec<Sandbox>, RuntimeError> {
+        let root = self.config.state_dir.join("sandboxes");
+        let mut uids: Vec<String> = std::fs::read_dir(&root)
+            .ctx("listing", &root)?
+            .take(MAX_LISTED)
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .collect();
+        uids.sort();
+        let mut out = Vec::with_capacity(uids.len());
+        for uid in uids {
+            match self.sandbox(&uid) {
+                Ok(sandbox) => out.push(sandbox),
+                Err(RuntimeError::SandboxNotFound { .. } | RuntimeError::Invalid { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Detaches the pod from the network and releases its namespaces and cgroup. Refused
+    /// while a container of the pod still runs; a missing sandbox is already removed.
+    pub async fn remove_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError> {
+        validate_name("pod uid", pod_uid)?;
+        let live: Vec<String> = self
+            .list()?
+            .into_iter()
+            .filter(|c| c.id.pod_uid() == pod_uid && c.is_running())
+            .map(|c| c.id.to_string())
+            .collect();
+        if !live.is_empty() {
+            return Err(RuntimeError::SandboxBusy {
+                pod_uid: pod_uid.to_string(),
+                containers: live,
+            });
+        }
+        self.teardown_sandbox(pod_uid).await
+    }
+
+    /// Undoes every step of sandbox creation that happened; safe to repeat.
+    async fn teardown_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError> {
+        let dir = self.sandbox_dir(pod_uid);
+        let net = dir.join("net");
+        let mut first_error = None;
+        if let Some(cni) = &self.cni {
+            if dir.exists() {
+                let netns = is_pinned_namespace(&net).then_some(net.as_path());
+                if let Err(e) = cni.del(pod_uid, netns).await {
+                    first_error.get_or_insert(e.into());
+                }
+            }
+        }
+        for kind in super::shim::POD_NAMESPACES {
+            if let Err(e) = unmount(&dir.join(kind)) {
+                first_error.get_or_insert(e);
+            }
+        }
+        let pod_cgroup = cgroups::pod_cgroup(&self.config.cgroup_parent, pod_uid);
+        if let Err(e) = cgroups::remove_tree(self.cgroup_mode, &pod_cgroup) {
+            first_error.get_or_insert(e);
+        }
+        if first_error.is_none() {
+            remove_dir_safely(&dir)?;
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn sandbox_of(dir: &Path, record: &SandboxRecord) -> Sandbox {
+    let address = record.ip.map(|ip| PodAddress {
+        ip,
+        prefix_len: record.prefix_len.unwrap_or(32),
+        gateway: record.gateway,
+    });
+    Sandbox {
+        pod_uid: record.pod_uid.clone(),
+        hostname: record.hostname.clone(),
+        dir: dir.to_path_buf(),
+        namespaces: PodNamespaces {
+            net: dir.join("net"),
+            ipc: dir.join("ipc"),
+            uts: dir.join("uts"),
+        },
+        address,
+    }
+}
+
+/// True when `path` is a bind-mounted namespace (not the empty file it is mounted on).
+fn is_pinned_namespace(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// A hostname is lower-case DNS labels separated by dots, at most 64 bytes.
+fn validate_hostname(hostname: &str) -> Result<(), RuntimeError> {
+    let labels_ok = hostname.split('.').all(|label| {
+        !label.is_empty()
+            && !label.starts_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    });
+    if hostname.is_empty() || hostname.len() > MAX_HOSTNAME_BYTES || !labels_ok {
+        return Err(RuntimeError::invalid(
+            format!("hostname {hostname:?}"),
+            "must be lower-case DNS labels, at most 64 bytes",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(hostname: &str, ok: bool) {
+        assert_eq!(validate_hostname(hostname).is_ok(), ok, "{hostname:?}");
+    }
+
+    #[test]
+    fn hostnames_are_dns_names() {
+        check("web-0", true);
+        check("web-0.svc", true);
+        check("", false);
+        check("a..b", false);
+        check("-a", false);
+        check("A", false);
+        check(&"a".repeat(64), true);
+        check(&"a".repeat(65), false);
+    }
+}

@@ -1,0 +1,179 @@
+//! Pod networking with real containers (root only): two containers of one sandbox talk over
+//! localhost, the test process reaches the pod over the CNI bridge (addresses only from
+//! 198.18.0.0/15, on a bridge private to the test), probes work against it, and removal
+//! releases the address and the veth.
+
+mod runtime_common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use flotilla_node::network::{Cni, NetworkError};
+use flotilla_node::runtime::{
+    http_get_status, run_probe, ContainerId, ProbeAction, ProbeOutcome, RuntimeError,
+};
+use runtime_common::{veths_on, Fixture, FixtureOptions, WAIT_LIMIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const HTTPD: &str = "mkdir -p /www && echo flotilla-ok > /www/index.html && \
+                     trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait";
+const IDLE: &str = "trap 'exit 0' TERM; sleep 1000 & wait";
+
+/// Waits until `addr` answers an HTTP GET with 200.
+async fn wait_http(addr: SocketAddr) {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    while http_get_status(addr, "/", Duration::from_secs(1)).await != Some(200) {
+        assert!(Instant::now() < deadline, "{addr} never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The body of `GET /` on `addr`, read raw over TCP.
+async fn fetch_body(addr: SocketAddr) -> String {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let request = "GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n";
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    conn.take(64 * 1024)
+        .read_to_end(&mut response)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    text.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+}
+
+async fn check_exec_stdout(fx: &Fixture, id: &ContainerId, argv: &[&str], expected: &str) {
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let out = fx
+        .runtime
+        .exec(id, &argv, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!((out.exit_code, stdout.as_ref()), (0, expected), "{argv:?}");
+}
+
+async fn check_probe(fx: &Fixture, id: &ContainerId, ip: IpAddr, action: ProbeAction, ok: bool) {
+    let outcome = run_probe(&fx.runtime, id, ip, &action, Duration::from_secs(2)).await;
+    let expected = if ok {
+        ProbeOutcome::Success
+    } else {
+        ProbeOutcome::Failure
+    };
+    assert_eq!(outcome, expected, "{action:?}");
+}
+
+#[tokio::test]
+async fn containers_share_localhost_and_the_pod_is_reachable_over_the_bridge() {
+    let fx = Fixture::new(FixtureOptions { network: true });
+    let sandbox = fx.runtime.create_sandbox("pod-net", "web-0").await.unwrap();
+    let address = sandbox.address.expect("the pod got an address");
+    let subnet = fx.subnet.clone().unwrap();
+    let prefix = subnet.trim_end_matches("0/24");
+    assert!(
+        address.ip.to_string().starts_with(prefix),
+        "{address:?} in {subnet}"
+    );
+    assert_eq!(address.prefix_len, 24);
+
+    let server = fx.start(&sandbox, "server", HTTPD).await;
+    let client = fx.start(&sandbox, "client", IDLE).await;
+    let pod_http = SocketAddr::new(IpAddr::V4(address.ip), 8080);
+    wait_http(pod_http).await;
+
+    let wget = ["wget", "-qO-", "http://127.0.0.1:8080/index.html"];
+    check_exec_stdout(&fx, &client, &wget, "flotilla-ok\n").await;
+    let own_ip = ["ip", "-4", "-o", "addr", "show", "eth0"];
+    let out = fx
+        .runtime
+        .exec(&client, &own_ip.map(String::from), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("inet {}/24", address.ip)),
+        "{out:?}"
+    );
+    assert_eq!(fetch_body(pod_http).await, "flotilla-ok\n");
+
+    let pod_ip = IpAddr::V4(address.ip);
+    let http = |path: &str| ProbeAction::HttpGet {
+        port: 8080,
+        path: path.to_string(),
+    };
+    check_probe(&fx, &server, pod_ip, http("/index.html"), true).await;
+    check_probe(&fx, &server, pod_ip, http("/missing"), false).await;
+    check_probe(
+        &fx,
+        &server,
+        pod_ip,
+        ProbeAction::TcpSocket { port: 8080 },
+        true,
+    )
+    .await;
+    check_probe(
+        &fx,
+        &server,
+        pod_ip,
+        ProbeAction::TcpSocket { port: 8081 },
+        false,
+    )
+    .await;
+    let exec = |argv: &[&str]| ProbeAction::Exec {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+    };
+    check_probe(&fx, &client, pod_ip, exec(&["true"]), true).await;
+    check_probe(&fx, &client, pod_ip, exec(&["false"]), false).await;
+
+    let busy = fx.runtime.remove_sandbox("pod-net").await;
+    assert!(
+        matches!(busy, Err(RuntimeError::SandboxBusy { .. })),
+        "{busy:?}"
+    );
+    for id in [&server, &client] {
+        fx.runtime.stop(id, Duration::from_secs(30)).await.unwrap();
+        fx.runtime.remove(id).await.unwrap();
+    }
+    assert_eq!((fx.veths(), fx.allocated_ips()), (1, 1));
+    fx.runtime.remove_sandbox("pod-net").await.unwrap();
+    assert_eq!((fx.veths(), fx.allocated_ips()), (0, 0));
+    assert!(fx.mounts().iter().all(|m| !m.contains("sandboxes")));
+    fx.runtime.remove_sandbox("pod-net").await.unwrap();
+}
+
+#[tokio::test]
+async fn cni_del_is_idempotent_and_cleans_up_a_half_failed_add() {
+    // Pods without a network of their own; the CNI client under test is separate.
+    let fx = Fixture::new(FixtureOptions::default());
+    // A /30 holds one pod: .1 is the gateway on the bridge, .2 the only pod address.
+    let config = fx.private_network(30);
+    let cni = Cni::new(config.clone()).unwrap();
+    let first = fx.runtime.create_sandbox("pod-a", "a").await.unwrap();
+    let second = fx.runtime.create_sandbox("pod-b", "b").await.unwrap();
+
+    let address = cni.add("pod-a", &first.namespaces.net).await.unwrap();
+    assert!(address.ip.to_string().starts_with("198.18."), "{address:?}");
+    assert_eq!(veths_on(&config.bridge), 1);
+    let full = cni.add("pod-b", &second.namespaces.net).await;
+    assert!(
+        matches!(full, Err(NetworkError::PluginFailed { .. })),
+        "{full:?}"
+    );
+    assert_eq!(veths_on(&config.bridge), 1, "the failed ADD left no veth");
+
+    for _ in 0..2 {
+        cni.del("pod-a", Some(&first.namespaces.net)).await.unwrap();
+        assert_eq!(veths_on(&config.bridge), 0);
+    }
+    cni.del("pod-a", None).await.unwrap();
+    cni.del("never-added", None).await.unwrap();
+    // The address is free again: the second pod gets it now.
+    let again = cni.add("pod-b", &second.namespaces.net).await.unwrap();
+    assert_eq!(again.ip, address.ip);
+    cni.del("pod-b", Some(&second.namespaces.net))
+        .await
+        .unwrap();
+    for uid in ["pod-a", "pod-b"] {
+        fx.runtime.remove_sandbox(uid).await.unwrap();
+    }
+}
