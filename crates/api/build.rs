@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "../../proto/raft.proto",
         "../../proto/kv.proto",
         "../../proto/cluster.proto",
+        "../../proto/node.proto",
+        "../../proto/agent.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

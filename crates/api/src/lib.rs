@@ -14,3 +14,13 @@ pub mod kv {
 pub mod cluster {
     tonic::include_proto!("flotilla.cluster");
 }
+
+/// The node API: agent heartbeats to the leader.
+pub mod node {
+    tonic::include_proto!("flotilla.node");
+}
+
+/// The agent API: logs and exec, served by each node agent for the CLI.
+pub mod agent {
+    tonic::include_proto!("flotilla.agent");
+}

@@ -1,6 +1,7 @@
 //! A control-plane peer: wires consensus + state + gRPC, joins or bootstraps the cluster, and
 //! serves Raft and the client APIs on one port until told to stop or until the store fails.
 
+pub mod heartbeat;
 pub mod leader;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::cluster::cluster_api_server::ClusterApiServer;
+use flotilla_api::node::node_api_server::NodeApiServer;
 use flotilla_api::kv::cluster_client::ClusterClient;
 use flotilla_api::kv::MemberAddRequest;
 use flotilla_consensus::{NodeId, StoreConfig, StoreError, StoreNode};
@@ -130,15 +132,18 @@ pub async fn run(
         node.initialize(&config.initial_cluster).await?;
     }
     let api = ClusterApiService::new(Registry::new(node.clone(), &KINDS));
-    let router = flotilla_consensus::router(node.clone()).add_service(
-        ClusterApiServer::new(api.clone())
-            .max_decoding_message_size(MAX_API_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_API_RESPONSE_BYTES),
-    );
+    let heartbeats = Arc::new(heartbeat::Heartbeats::default());
+    let router = flotilla_consensus::router(node.clone())
+        .add_service(
+            ClusterApiServer::new(api.clone())
+                .max_decoding_message_size(MAX_API_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_API_RESPONSE_BYTES),
+        )
+        .add_service(NodeApiServer::new(heartbeat::NodeApiService::new(node.clone(), heartbeats.clone())));
     let server = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
     let bootstrap = ensure_default_namespace(&api);
     let leader_loops =
-        leader::supervise(node.clone(), api.registry().clone(), config.leader.clone());
+        leader::supervise(node.clone(), api.registry().clone(), heartbeats, config.leader.clone());
     tracing::info!(id = config.id, addr = %store_config.advertise_addr, "peer serving");
     let joined = async {
         if let Some(via) = &config.join {

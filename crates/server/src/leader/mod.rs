@@ -15,6 +15,8 @@ use flotilla_state::objects::{Node, Pod};
 use flotilla_state::registry::Registry;
 use flotilla_state::Kind;
 use openraft::ServerState;
+
+use crate::heartbeat::Heartbeats;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -35,6 +37,9 @@ pub struct TermContext {
     pub registry: ApiRegistry,
     pub pods: Arc<Cache<Pod>>,
     pub nodes: Arc<Cache<Node>>,
+    /// Heartbeats received since this term began.
+    pub heartbeats: Arc<Heartbeats>,
+    pub leading_since: std::time::Instant,
     pub config: LeaderConfig,
 }
 
@@ -49,7 +54,7 @@ fn leading_term(node: &StoreNode) -> Option<u64> {
 }
 
 /// Runs forever: starts the leader loops on gaining leadership, stops them on losing it.
-pub async fn supervise(node: Arc<StoreNode>, registry: ApiRegistry, config: LeaderConfig) {
+pub async fn supervise(node: Arc<StoreNode>, registry: ApiRegistry, heartbeats: Arc<Heartbeats>, config: LeaderConfig) {
     let mut metrics = node.raft().metrics();
     let mut running: Option<(u64, Running)> = None;
     loop {
@@ -62,7 +67,8 @@ pub async fn supervise(node: Arc<StoreNode>, registry: ApiRegistry, config: Lead
             }
             if let Some(term) = term {
                 tracing::info!(term, "leader: starting scheduler and controllers");
-                running = Some((term, start(&registry, term, &config)));
+                heartbeats.clear();
+                running = Some((term, start(&registry, term, &heartbeats, &config)));
             }
         }
         tokio::select! {
@@ -89,7 +95,7 @@ impl Running {
     }
 }
 
-fn start(registry: &ApiRegistry, term: u64, config: &LeaderConfig) -> Running {
+fn start(registry: &ApiRegistry, term: u64, heartbeats: &Arc<Heartbeats>, config: &LeaderConfig) -> Running {
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
         let mut stopped = stopped.clone();
@@ -103,6 +109,8 @@ fn start(registry: &ApiRegistry, term: u64, config: &LeaderConfig) -> Running {
         registry: registry.fenced(term),
         pods: spawn_informer(source.clone(), Query::all(Kind::Pod), until_stopped()),
         nodes: spawn_informer(source, Query::all(Kind::Node), until_stopped()),
+        heartbeats: heartbeats.clone(),
+        leading_since: std::time::Instant::now(),
         config: config.clone(),
     });
     let mut tasks = JoinSet::new();
