@@ -57,16 +57,23 @@ impl NodeApiService {
 
 #[tonic::async_trait]
 impl NodeApi for NodeApiService {
-    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
         let request = request.into_inner();
-        let names: Vec<&String> = std::iter::once(&request.node).chain(&request.more_nodes).collect();
+        let names: Vec<&String> = std::iter::once(&request.node)
+            .chain(&request.more_nodes)
+            .collect();
         if names.len() > MAX_NODES_PER_HEARTBEAT {
             return Err(Status::invalid_argument(format!(
                 "more_nodes: at most {MAX_NODES_PER_HEARTBEAT} nodes per heartbeat"
             )));
         }
         if names.iter().any(|n| n.is_empty() || n.len() > 253) {
-            return Err(Status::invalid_argument("node: a node name of 1 to 253 characters"));
+            return Err(Status::invalid_argument(
+                "node: a node name of 1 to 253 characters",
+            ));
         }
         let (leader_id, leader_addr) = self.node.leader().unwrap_or((0, String::new()));
         let term = self.node.leader_term();

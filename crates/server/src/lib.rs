@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::cluster::cluster_api_server::ClusterApiServer;
-use flotilla_api::node::node_api_server::NodeApiServer;
 use flotilla_api::kv::cluster_client::ClusterClient;
 use flotilla_api::kv::MemberAddRequest;
+use flotilla_api::node::node_api_server::NodeApiServer;
 use flotilla_consensus::{NodeId, StoreConfig, StoreError, StoreNode};
 use flotilla_state::registry::Registry;
 use flotilla_state::service::{ClusterApiService, KINDS};
@@ -139,11 +139,18 @@ pub async fn run(
                 .max_decoding_message_size(MAX_API_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_API_RESPONSE_BYTES),
         )
-        .add_service(NodeApiServer::new(heartbeat::NodeApiService::new(node.clone(), heartbeats.clone())));
+        .add_service(NodeApiServer::new(heartbeat::NodeApiService::new(
+            node.clone(),
+            heartbeats.clone(),
+        )));
     let server = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
     let bootstrap = ensure_default_namespace(&api);
-    let leader_loops =
-        leader::supervise(node.clone(), api.registry().clone(), heartbeats, config.leader.clone());
+    let leader_loops = leader::supervise(
+        node.clone(),
+        api.registry().clone(),
+        heartbeats,
+        config.leader.clone(),
+    );
     tracing::info!(id = config.id, addr = %store_config.advertise_addr, "peer serving");
     let joined = async {
         if let Some(via) = &config.join {

@@ -4,14 +4,17 @@
 //! leader's late writes are refused by the state machine once the new leader has written.
 
 pub mod convert;
+pub mod nodes;
 pub mod scheduling;
+pub mod workloads;
+pub mod writes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_consensus::StoreNode;
 use flotilla_state::informer::{spawn_informer, Cache, Query};
-use flotilla_state::objects::{Node, Pod};
+use flotilla_state::objects::{Deployment, Node, Pod, ReplicaSet};
 use flotilla_state::registry::Registry;
 use flotilla_state::Kind;
 use openraft::ServerState;
@@ -26,6 +29,7 @@ const LEADERSHIP_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, Default)]
 pub struct LeaderConfig {
     pub scheduling: scheduling::SchedulingConfig,
+    pub lifecycle: flotilla_controllers::node_lifecycle::LifecycleConfig,
 }
 
 pub type ApiRegistry = Registry<Arc<StoreNode>>;
@@ -37,6 +41,8 @@ pub struct TermContext {
     pub registry: ApiRegistry,
     pub pods: Arc<Cache<Pod>>,
     pub nodes: Arc<Cache<Node>>,
+    pub replicasets: Arc<Cache<ReplicaSet>>,
+    pub deployments: Arc<Cache<Deployment>>,
     /// Heartbeats received since this term began.
     pub heartbeats: Arc<Heartbeats>,
     pub leading_since: std::time::Instant,
@@ -54,7 +60,12 @@ fn leading_term(node: &StoreNode) -> Option<u64> {
 }
 
 /// Runs forever: starts the leader loops on gaining leadership, stops them on losing it.
-pub async fn supervise(node: Arc<StoreNode>, registry: ApiRegistry, heartbeats: Arc<Heartbeats>, config: LeaderConfig) {
+pub async fn supervise(
+    node: Arc<StoreNode>,
+    registry: ApiRegistry,
+    heartbeats: Arc<Heartbeats>,
+    config: LeaderConfig,
+) {
     let mut metrics = node.raft().metrics();
     let mut running: Option<(u64, Running)> = None;
     loop {
@@ -95,7 +106,12 @@ impl Running {
     }
 }
 
-fn start(registry: &ApiRegistry, term: u64, heartbeats: &Arc<Heartbeats>, config: &LeaderConfig) -> Running {
+fn start(
+    registry: &ApiRegistry,
+    term: u64,
+    heartbeats: &Arc<Heartbeats>,
+    config: &LeaderConfig,
+) -> Running {
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
         let mut stopped = stopped.clone();
@@ -108,12 +124,21 @@ fn start(registry: &ApiRegistry, term: u64, heartbeats: &Arc<Heartbeats>, config
         term,
         registry: registry.fenced(term),
         pods: spawn_informer(source.clone(), Query::all(Kind::Pod), until_stopped()),
-        nodes: spawn_informer(source, Query::all(Kind::Node), until_stopped()),
+        nodes: spawn_informer(source.clone(), Query::all(Kind::Node), until_stopped()),
+        replicasets: spawn_informer(
+            source.clone(),
+            Query::all(Kind::ReplicaSet),
+            until_stopped(),
+        ),
+        deployments: spawn_informer(source, Query::all(Kind::Deployment), until_stopped()),
         heartbeats: heartbeats.clone(),
         leading_since: std::time::Instant::now(),
         config: config.clone(),
     });
     let mut tasks = JoinSet::new();
-    tasks.spawn(scheduling::run(ctx));
+    tasks.spawn(scheduling::run(ctx.clone()));
+    tasks.spawn(workloads::run_replicasets(ctx.clone()));
+    tasks.spawn(workloads::run_deployments(ctx.clone()));
+    tasks.spawn(nodes::run_lifecycle(ctx));
     Running { tasks, stop }
 }

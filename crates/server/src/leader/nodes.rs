@@ -1,0 +1,212 @@
+//! Node lifecycle and garbage collection on the leader. Heartbeats live in memory (fed by the
+//! node API); a node's readiness is written to Raft only when it changes, and a silent node's
+//! pods are deleted only after its agent's lease plus a margin has run out, so that the agent
+//! has already stopped them (design decisions 5 and 6). Garbage collection removes objects whose
+//! owners are all gone, and pods stuck terminating on a node that is gone.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_controllers::gc;
+use flotilla_controllers::node_lifecycle::{
+    pods_by_node, LifecycleConfig, NodeAction, NodeTracker,
+};
+use flotilla_state::objects::{ConditionStatus, Node, Object, Pod};
+use flotilla_state::registry::{ApiError, DeleteOptions};
+use flotilla_state::service::kind_info;
+use flotilla_state::Kind;
+
+use super::writes::{commit, now_ms, write};
+use super::TermContext;
+
+/// How often node health is evaluated.
+pub const LIFECYCLE_TICK: Duration = Duration::from_millis(200);
+/// How often garbage is collected.
+pub const GC_TICK: Duration = Duration::from_secs(2);
+
+fn set_ready(node: &mut Node, ready: flotilla_state::objects::NodeCondition) {
+    let status = node.status.get_or_insert_with(Default::default);
+    status.conditions.retain(|c| c.type_ != "Ready");
+    status.conditions.push(ready);
+}
+
+pub async fn run_lifecycle(ctx: Arc<TermContext>) {
+    ctx.nodes.wait_synced().await;
+    ctx.pods.wait_synced().await;
+    let config = ctx.config.lifecycle;
+    let mut tracker = NodeTracker::new();
+    tracker.became_leader(now_ms());
+    let mut gc_due = tokio::time::Instant::now() + GC_TICK;
+    let mut suspects = HashSet::new();
+    loop {
+        tokio::time::sleep(LIFECYCLE_TICK).await;
+        let now = now_ms();
+        for (node, at) in ctx.heartbeats.snapshot() {
+            let age_ms = at.elapsed().as_millis() as i64;
+            tracker.heartbeat(&node, now - age_ms);
+        }
+        let result = lifecycle_round(&ctx, &tracker, &config, now).await;
+        let result = match result {
+            Ok(()) if tokio::time::Instant::now() >= gc_due => {
+                gc_due = tokio::time::Instant::now() + GC_TICK;
+                collect_garbage(&ctx, &tracker, &config, now, &mut suspects).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => {}
+            Err(ApiError::Fenced(_)) => return,
+            Err(e) => tracing::warn!(error = %e, "node lifecycle round failed; retrying"),
+        }
+    }
+}
+
+async fn lifecycle_round(
+    ctx: &TermContext,
+    tracker: &NodeTracker,
+    config: &LifecycleConfig,
+    now: i64,
+) -> Result<(), ApiError> {
+    let nodes = ctx.nodes.snapshot();
+    let node_objects: Vec<Node> = nodes.iter().map(|n| (*n.object).clone()).collect();
+    let pods: Vec<Pod> = ctx
+        .pods
+        .snapshot()
+        .iter()
+        .map(|p| (*p.object).clone())
+        .collect();
+    let actions = tracker.evaluate(&node_objects, &pods_by_node(&pods), now, config);
+    let mut writes = Vec::new();
+    let mut evictions = Vec::new();
+    for action in actions {
+        match action {
+            NodeAction::MarkNotReady {
+                node,
+                ready,
+                taints,
+            }
+            | NodeAction::MarkReady {
+                node,
+                ready,
+                taints,
+            } => {
+                let Some(cached) = nodes.iter().find(|n| n.object.metadata.name == node) else {
+                    continue;
+                };
+                let mut updated = (*cached.object).clone();
+                let becomes_ready = ready.status == ConditionStatus::True;
+                set_ready(&mut updated, ready);
+                updated.spec.taints = taints;
+                tracing::info!(node, ready = becomes_ready, "node readiness changed");
+                writes.push(write(Kind::Node, &updated, cached.revision)?);
+            }
+            NodeAction::Evict { node, pods } => {
+                tracing::warn!(
+                    node,
+                    pods = pods.len(),
+                    "node lost past its lease: deleting its pods"
+                );
+                evictions.extend(pods);
+            }
+        }
+    }
+    commit(ctx, &writes).await?;
+    force_delete(
+        ctx,
+        evictions
+            .iter()
+            .map(|p| (p.namespace.as_str(), p.name.as_str())),
+    )
+    .await
+}
+
+async fn force_delete<'a>(
+    ctx: &TermContext,
+    pods: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ApiError> {
+    let info = kind_info(Kind::Pod);
+    let now = DeleteOptions {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    for (ns, name) in pods {
+        match ctx.registry.delete(info, ns, name, &now).await {
+            Ok(_) | Err(ApiError::NotFound { .. }) | Err(ApiError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes dependents seen orphaned in two consecutive rounds (`suspects` carries the first
+/// sighting), since the caches of owners and dependents follow separate watches and one may lag.
+async fn collect_garbage(
+    ctx: &TermContext,
+    tracker: &NodeTracker,
+    config: &LifecycleConfig,
+    now: i64,
+    suspects: &mut HashSet<String>,
+) -> Result<(), ApiError> {
+    let pods: Vec<Pod> = ctx
+        .pods
+        .snapshot()
+        .iter()
+        .map(|p| (*p.object).clone())
+        .collect();
+    let stuck = gc::stuck_terminating(&pods, tracker, now, config);
+    force_delete(
+        ctx,
+        stuck
+            .iter()
+            .map(|p| (p.namespace.as_str(), p.name.as_str())),
+    )
+    .await?;
+    // Owners and dependents from the same caches; a dependent is garbage only when every owner
+    // uid it names is absent from them.
+    let mut objects: Vec<Object> = pods.into_iter().map(Object::from).collect();
+    objects.extend(
+        ctx.replicasets
+            .snapshot()
+            .iter()
+            .map(|r| Object::from((*r.object).clone())),
+    );
+    objects.extend(
+        ctx.deployments
+            .snapshot()
+            .iter()
+            .map(|d| Object::from((*d.object).clone())),
+    );
+    let (owned, live) = gc::index(&objects);
+    let garbage = gc::garbage(&owned, &live);
+    let known_owner_kinds: HashSet<&str> = ["ReplicaSet", "Deployment"].into_iter().collect();
+    let previous = std::mem::take(suspects);
+    for item in garbage {
+        if !previous.contains(&item.uid) {
+            suspects.insert(item.uid.clone());
+            continue;
+        }
+        // Only dependents of kinds whose owners this loop caches can be judged orphaned.
+        let owners_cached = objects.iter().any(|o| {
+            o.name() == item.name
+                && o.namespace() == item.namespace
+                && o.metadata()
+                    .owner_references
+                    .iter()
+                    .all(|r| known_owner_kinds.contains(r.kind.as_str()))
+        });
+        if !owners_cached {
+            continue;
+        }
+        let options = DeleteOptions::default();
+        match ctx
+            .registry
+            .delete(kind_info(item.kind), &item.namespace, &item.name, &options)
+            .await
+        {
+            Ok(_) | Err(ApiError::NotFound { .. }) | Err(ApiError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

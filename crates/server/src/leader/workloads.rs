@@ -1,0 +1,288 @@
+//! The workload loops: Deployments → ReplicaSets → Pods. Each round reads the informer caches,
+//! asks the pure controllers for plans and executes them with fenced, batched writes. A
+//! ReplicaSet whose own earlier creates or deletes the cache has not shown yet is skipped (its
+//! expectations), so a lagging cache never makes it create pods twice.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_controllers::deployment::reconcile_deployment;
+use flotilla_controllers::pods::is_controlled_by;
+use flotilla_controllers::replicaset::{reconcile_replicaset, ReplicaSetPlan};
+use flotilla_state::informer::Cached;
+use flotilla_state::objects::{Deployment, Pod, ReplicaSet};
+use flotilla_state::registry::{ApiError, DeleteOptions};
+use flotilla_state::service::kind_info;
+use flotilla_state::Kind;
+
+use super::writes::{commit, new_object, now_ms, record_events, write};
+use super::TermContext;
+
+/// Expectations older than this are dropped (a write that never showed up).
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// A loop runs at least this often even without news (requeues of plans are honoured sooner).
+const RESYNC: Duration = Duration::from_secs(5);
+/// Shortest pause between rounds, to batch bursts of changes.
+const ROUND_GAP: Duration = Duration::from_millis(10);
+
+/// Creates (by name) and deletes (by uid) a ReplicaSet issued that the cache has not shown yet.
+struct Pending {
+    created: HashSet<String>,
+    deleted: HashSet<String>,
+    at: Instant,
+}
+
+fn satisfied(pending: &Pending, owned: &[&Pod]) -> bool {
+    let names: HashSet<&str> = owned.iter().map(|p| p.metadata.name.as_str()).collect();
+    let uids: HashSet<&str> = owned.iter().map(|p| p.metadata.uid.as_str()).collect();
+    pending.at.elapsed() > EXPECTATION_TIMEOUT
+        || (pending.created.iter().all(|n| names.contains(n.as_str()))
+            && pending.deleted.iter().all(|u| !uids.contains(u.as_str())))
+}
+
+fn loop_error(what: &str, e: &ApiError) {
+    tracing::warn!(error = %e, "{what} round failed; retrying");
+}
+
+/// Waits for a change in any of `changes` or until `deadline`.
+async fn wait(changes: &mut [tokio::sync::watch::Receiver<u64>], deadline: Duration) {
+    let waits = changes
+        .iter_mut()
+        .map(|c| Box::pin(async move { c.changed().await.is_ok() }));
+    tokio::select! {
+        _ = futures::future::select_all(waits) => {}
+        _ = tokio::time::sleep(deadline) => {}
+    }
+    tokio::time::sleep(ROUND_GAP).await;
+}
+
+pub async fn run_replicasets(ctx: Arc<TermContext>) {
+    ctx.replicasets.wait_synced().await;
+    ctx.pods.wait_synced().await;
+    let mut changes = vec![ctx.replicasets.subscribe(), ctx.pods.subscribe()];
+    let mut pending: HashMap<String, Pending> = HashMap::new();
+    loop {
+        let requeue = match replicaset_round(&ctx, &mut pending).await {
+            Ok(requeue) => requeue,
+            Err(ApiError::Fenced(_)) => return,
+            Err(e) => {
+                loop_error("replicaset", &e);
+                Some(Duration::from_millis(500))
+            }
+        };
+        wait(&mut changes, requeue.unwrap_or(RESYNC).min(RESYNC)).await;
+    }
+}
+
+/// Pods by the uid of their controlling owner.
+fn pods_by_owner(pods: &[Cached<Pod>]) -> HashMap<String, Vec<&Pod>> {
+    let mut by_owner: HashMap<String, Vec<&Pod>> = HashMap::new();
+    for cached in pods {
+        if let Some(owner) = cached.object.metadata.controller_owner() {
+            by_owner
+                .entry(owner.uid.clone())
+                .or_default()
+                .push(&cached.object);
+        }
+    }
+    by_owner
+}
+
+async fn replicaset_round(
+    ctx: &TermContext,
+    pending: &mut HashMap<String, Pending>,
+) -> Result<Option<Duration>, ApiError> {
+    let now = now_ms();
+    let pods = ctx.pods.snapshot();
+    let by_owner = pods_by_owner(&pods);
+    let mut creates = Vec::new();
+    let mut deletes = Vec::new();
+    let mut statuses = Vec::new();
+    let mut requeue: Option<i64> = None;
+    let mut issued: Vec<(String, Pending)> = Vec::new();
+    let empty = Vec::new();
+    for cached in ctx.replicasets.snapshot() {
+        let rs = &cached.object;
+        let owned = by_owner.get(&rs.metadata.uid).unwrap_or(&empty);
+        if let Some(p) = pending.get(&rs.metadata.uid) {
+            if !satisfied(p, owned) {
+                continue;
+            }
+            pending.remove(&rs.metadata.uid);
+        }
+        let owned_pods: Vec<Pod> = owned.iter().map(|p| (*p).clone()).collect();
+        let plan: ReplicaSetPlan = reconcile_replicaset(rs, &owned_pods, now);
+        requeue = match (requeue, plan.requeue_after_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut names = HashSet::new();
+        for pod in &plan.create {
+            let created = new_object(Kind::Pod, pod)?;
+            names.insert(
+                created.1.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            creates.push(created);
+        }
+        if rs.status.as_ref() != Some(&plan.status) {
+            let mut updated: ReplicaSet = (**rs).clone();
+            updated.status = Some(plan.status.clone());
+            statuses.push(write(Kind::ReplicaSet, &updated, cached.revision)?);
+        }
+        if !names.is_empty() || !plan.delete.is_empty() {
+            let deleted = plan.delete.iter().map(|p| p.uid.clone()).collect();
+            issued.push((
+                rs.metadata.uid.clone(),
+                Pending {
+                    created: names,
+                    deleted,
+                    at: Instant::now(),
+                },
+            ));
+        }
+        deletes.extend(plan.delete);
+    }
+    for (uid, p) in issued {
+        pending.insert(uid, p);
+    }
+    commit(ctx, &creates).await?;
+    commit(ctx, &statuses).await?;
+    let pod_info = kind_info(Kind::Pod);
+    for pod in deletes {
+        match ctx
+            .registry
+            .delete(
+                pod_info,
+                &pod.namespace,
+                &pod.name,
+                &DeleteOptions::default(),
+            )
+            .await
+        {
+            Ok(_) | Err(ApiError::NotFound { .. }) | Err(ApiError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(requeue.map(|ms| Duration::from_millis(ms.max(0) as u64)))
+}
+
+pub async fn run_deployments(ctx: Arc<TermContext>) {
+    ctx.deployments.wait_synced().await;
+    ctx.replicasets.wait_synced().await;
+    ctx.pods.wait_synced().await;
+    let mut changes = vec![
+        ctx.deployments.subscribe(),
+        ctx.replicasets.subscribe(),
+        ctx.pods.subscribe(),
+    ];
+    loop {
+        let requeue = match deployment_round(&ctx).await {
+            Ok(requeue) => requeue,
+            Err(ApiError::Fenced(_)) => return,
+            Err(e) => {
+                loop_error("deployment", &e);
+                Some(Duration::from_millis(500))
+            }
+        };
+        wait(&mut changes, requeue.unwrap_or(RESYNC).min(RESYNC)).await;
+    }
+}
+
+async fn deployment_round(ctx: &TermContext) -> Result<Option<Duration>, ApiError> {
+    let now = now_ms();
+    let pods = ctx.pods.snapshot();
+    let all_rs = ctx.replicasets.snapshot();
+    let mut requeue: Option<i64> = None;
+    for cached in ctx.deployments.snapshot() {
+        let d = &cached.object;
+        let rss: Vec<&Cached<ReplicaSet>> = all_rs
+            .iter()
+            .filter(|rs| is_controlled_by(&rs.object.metadata, &d.metadata.uid))
+            .collect();
+        let rs_uids: HashSet<&str> = rss
+            .iter()
+            .map(|rs| rs.object.metadata.uid.as_str())
+            .collect();
+        let owned_pods: Vec<Pod> = pods
+            .iter()
+            .filter(|p| {
+                p.object
+                    .metadata
+                    .controller_owner()
+                    .is_some_and(|o| rs_uids.contains(o.uid.as_str()))
+            })
+            .map(|p| (*p.object).clone())
+            .collect();
+        let rs_objects: Vec<ReplicaSet> = rss.iter().map(|rs| (*rs.object).clone()).collect();
+        let plan = match reconcile_deployment(d, &rs_objects, &owned_pods, now) {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::warn!(deployment = %d.metadata.name, error = %e, "cannot reconcile");
+                continue;
+            }
+        };
+        requeue = match (requeue, plan.requeue_after_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        execute_deployment_plan(ctx, &cached, &rss, plan).await?;
+    }
+    Ok(requeue.map(|ms| Duration::from_millis(ms.max(0) as u64)))
+}
+
+async fn execute_deployment_plan(
+    ctx: &TermContext,
+    cached: &Cached<Deployment>,
+    rss: &[&Cached<ReplicaSet>],
+    plan: flotilla_controllers::deployment::DeploymentPlan,
+) -> Result<(), ApiError> {
+    let mut writes = Vec::new();
+    if let Some(rs) = &plan.create_rs {
+        writes.push(new_object(Kind::ReplicaSet, rs)?);
+    }
+    for update in &plan.scale {
+        if let Some(current) = rss.iter().find(|rs| rs.object.metadata.name == update.name) {
+            let mut rs = (*current.object).clone();
+            rs.spec.replicas = Some(update.replicas);
+            rs.metadata.annotations = update.annotations.clone();
+            writes.push(write(Kind::ReplicaSet, &rs, current.revision)?);
+        }
+    }
+    let d = &cached.object;
+    let mut updated = (**d).clone();
+    if let Some(revision) = &plan.deployment_revision {
+        updated.metadata.annotations.insert(
+            flotilla_controllers::deployment::REVISION_ANNOTATION.to_string(),
+            revision.clone(),
+        );
+    }
+    updated.status = Some(plan.status.clone());
+    if updated != **d {
+        writes.push(write(Kind::Deployment, &updated, cached.revision)?);
+    }
+    commit(ctx, &writes).await?;
+    let rs_info = kind_info(Kind::ReplicaSet);
+    for name in &plan.delete_rs {
+        match ctx
+            .registry
+            .delete(
+                rs_info,
+                &d.metadata.namespace,
+                name,
+                &DeleteOptions::default(),
+            )
+            .await
+        {
+            Ok(_) | Err(ApiError::NotFound { .. }) | Err(ApiError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !plan.events.is_empty() {
+        record_events(ctx, plan.events).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! How the leader's loops write: typed objects into batched, revision-conditional puts (one Raft
+//! entry per batch), new objects with names and system fields filled in, and events.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flotilla_state::objects::Event;
+use flotilla_state::registry::{new_uid, now, ApiError, KindInfo, Stored};
+use flotilla_state::service::kind_info;
+use flotilla_state::Kind;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::TermContext;
+
+/// Writes per Raft entry when a loop has many.
+pub const WRITE_BATCH_MAX: usize = 256;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A typed object as the JSON the registry stores (apiVersion and kind included).
+pub fn to_json<T: Serialize>(kind: Kind, object: &T) -> Result<Value, ApiError> {
+    let mut value = serde_json::to_value(object).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), json!(kind.api_version()));
+        map.insert("kind".into(), json!(kind.name()));
+    }
+    Ok(value)
+}
+
+/// A write of `object` conditional on it still being at `revision` (0: it must not exist).
+pub fn write<T: Serialize>(
+    kind: Kind,
+    object: &T,
+    revision: i64,
+) -> Result<(KindInfo, Stored), ApiError> {
+    Ok((
+        *kind_info(kind),
+        Stored {
+            object: to_json(kind, object)?,
+            revision,
+        },
+    ))
+}
+
+/// A new object: a name from `generateName` when it has none, a uid and a creation time.
+pub fn new_object<T: Serialize>(kind: Kind, object: &T) -> Result<(KindInfo, Stored), ApiError> {
+    let mut value = to_json(kind, object)?;
+    let meta = value["metadata"]
+        .as_object_mut()
+        .ok_or_else(|| ApiError::Internal("no metadata".into()))?;
+    let name_missing = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty);
+    if name_missing {
+        let base = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let suffix: String = new_uid()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(5)
+            .collect();
+        meta.insert("name".into(), json!(format!("{base}{suffix}")));
+    }
+    meta.insert("uid".into(), json!(new_uid()));
+    meta.insert("creationTimestamp".into(), now());
+    meta.remove("resourceVersion");
+    if kind != Kind::Event && kind != Kind::ConfigMap {
+        meta.insert("generation".into(), json!(1));
+    }
+    if kind == Kind::Pod {
+        value["status"] = json!({"phase": "Pending"});
+    }
+    Ok((
+        *kind_info(kind),
+        Stored {
+            object: value,
+            revision: 0,
+        },
+    ))
+}
+
+/// Commits writes in batches; returns per write whether it landed.
+pub async fn commit(
+    ctx: &TermContext,
+    writes: &[(KindInfo, Stored)],
+) -> Result<Vec<bool>, ApiError> {
+    let mut landed = Vec::with_capacity(writes.len());
+    for chunk in writes.chunks(WRITE_BATCH_MAX) {
+        landed.extend(ctx.registry.put_many_if_unchanged(chunk).await?);
+    }
+    Ok(landed)
+}
+
+/// Records events: new ones are created; a repeat of an existing one bumps its count.
+pub async fn record_events(ctx: &TermContext, events: Vec<Event>) -> Result<(), ApiError> {
+    let info = kind_info(Kind::Event);
+    let mut fresh = Vec::new();
+    for event in events {
+        let (ns, name) = (
+            event.metadata.namespace.clone(),
+            event.metadata.name.clone(),
+        );
+        match ctx.registry.get_opt(info, &ns, &name, true).await? {
+            None => fresh.push(new_object(Kind::Event, &event)?),
+            Some(stored) => {
+                let mut body = stored.object.clone();
+                if let Some(map) = body.as_object_mut() {
+                    map.remove("apiVersion");
+                    map.remove("kind");
+                }
+                let existing: Event =
+                    serde_json::from_value(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+                let merged = flotilla_controllers::events::merge_event(&existing, &event);
+                fresh.push(write(Kind::Event, &merged, stored.revision)?);
+            }
+        }
+    }
+    commit(ctx, &fresh).await.map(|_| ())
+}
