@@ -5,6 +5,7 @@
 mod client;
 mod describe;
 mod printer;
+mod rollout;
 mod verbs;
 
 use std::net::SocketAddr;
@@ -53,6 +54,11 @@ enum Command {
     Delete(DeleteCli),
     /// Set the replica count of a deployment or replica set.
     Scale(ScaleCli),
+    /// Watch, list or undo the rollouts of a deployment.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutCli,
+    },
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -140,6 +146,36 @@ struct DeleteCli {
     /// background (dependents deleted too) or orphan.
     #[arg(long, default_value = "background")]
     cascade: String,
+}
+
+#[derive(Subcommand)]
+enum RolloutCli {
+    /// Show the rollout's progress until it is done.
+    Status {
+        target: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Return after printing the current status once.
+        #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set)]
+        watch: bool,
+        /// Give up after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// List the deployment's revisions.
+    History {
+        target: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Roll back to the previous (or a given) revision.
+    Undo {
+        target: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(long)]
+        to_revision: Option<i64>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -273,6 +309,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (kind, name) = kind_and_name(&s.target, None)?;
             let name = name.ok_or_else(|| anyhow::anyhow!("scale needs TYPE/NAME"))?;
             verbs::scale(&client, kind, &name, &s.namespace, s.replicas).await
+        }
+        Command::Rollout { action } => {
+            let deployment_name = |target: &str| -> anyhow::Result<String> {
+                match kind_and_name(target, None)? {
+                    (Kind::Deployment, Some(name)) => Ok(name),
+                    _ => anyhow::bail!("rollout works on deployment/NAME"),
+                }
+            };
+            match action {
+                RolloutCli::Status {
+                    target,
+                    namespace,
+                    watch,
+                    timeout,
+                } => {
+                    let name = deployment_name(&target)?;
+                    rollout::status(
+                        &client,
+                        &namespace,
+                        &name,
+                        watch,
+                        timeout.map(std::time::Duration::from_secs),
+                    )
+                    .await
+                }
+                RolloutCli::History { target, namespace } => {
+                    rollout::history(&client, &namespace, &deployment_name(&target)?).await
+                }
+                RolloutCli::Undo {
+                    target,
+                    namespace,
+                    to_revision,
+                } => {
+                    rollout::undo(&client, &namespace, &deployment_name(&target)?, to_revision)
+                        .await
+                }
+            }
         }
         Command::Completion { shell } => {
             clap_complete::generate(
