@@ -35,39 +35,64 @@ fn scalar(v: &Value) -> String {
     }
 }
 
+/// Maps whose keys are data (label keys, config keys), printed as written.
+const VERBATIM_MAPS: [&str; 7] = [
+    "labels",
+    "annotations",
+    "matchLabels",
+    "selector",
+    "nodeSelector",
+    "data",
+    "binaryData",
+];
+
 fn render_value(out: &mut String, key: &str, v: &Value, indent: usize) {
+    render_entry(
+        out,
+        &title_case(key),
+        v,
+        indent,
+        VERBATIM_MAPS.contains(&key),
+    );
+}
+
+fn render_entry(out: &mut String, label: &str, v: &Value, indent: usize, verbatim_children: bool) {
     let pad = "  ".repeat(indent);
+    let child = |out: &mut String, k: &str, v: &Value| {
+        let label = if verbatim_children {
+            k.to_string()
+        } else {
+            title_case(k)
+        };
+        render_entry(out, &label, v, indent + 1, VERBATIM_MAPS.contains(&k));
+    };
     match v {
         Value::Object(map) if map.is_empty() => {
-            let _ = writeln!(out, "{pad}{}:  <none>", title_case(key));
+            let _ = writeln!(out, "{pad}{label}:  <none>");
         }
         Value::Object(map) if indent < MAX_DEPTH => {
-            let _ = writeln!(out, "{pad}{}:", title_case(key));
+            let _ = writeln!(out, "{pad}{label}:");
             for (k, v) in map {
-                render_value(out, k, v, indent + 1);
+                child(out, k, v);
             }
         }
         Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
             let joined = items.iter().map(scalar).collect::<Vec<_>>().join(", ");
-            let _ = writeln!(
-                out,
-                "{pad}{}:  {}",
-                title_case(key),
-                if joined.is_empty() {
-                    "<none>".into()
-                } else {
-                    joined
-                }
-            );
+            let shown = if joined.is_empty() {
+                "<none>".to_string()
+            } else {
+                joined
+            };
+            let _ = writeln!(out, "{pad}{label}:  {shown}");
         }
         Value::Array(items) if indent < MAX_DEPTH => {
-            let _ = writeln!(out, "{pad}{}:", title_case(key));
+            let _ = writeln!(out, "{pad}{label}:");
             for (i, item) in items.iter().enumerate() {
-                render_value(out, &format!("[{i}]"), item, indent + 1);
+                render_entry(out, &format!("[{i}]"), item, indent + 1, false);
             }
         }
         other => {
-            let _ = writeln!(out, "{pad}{}:  {}", title_case(key), scalar(other));
+            let _ = writeln!(out, "{pad}{label}:  {}", scalar(other));
         }
     }
 }
@@ -142,6 +167,14 @@ pub fn render_events(events: &[Value], now_ms: i64) -> String {
     if events.is_empty() {
         return "Events:       <none>\n".into();
     }
+    let when = |e: &Value| {
+        e.get("lastTimestamp")
+            .and_then(Value::as_str)
+            .and_then(|t| flotilla_state::objects::Time::parse(t).ok())
+            .map_or(0, |t| t.unix_millis())
+    };
+    let mut events: Vec<&Value> = events.iter().collect();
+    events.sort_by_key(|e| when(e));
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|e| {
