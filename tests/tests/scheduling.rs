@@ -1,0 +1,196 @@
+//! The leader's scheduler and node lifecycle against a real server process, with nodes whose
+//! heartbeats the test sends itself: a pending pod is placed when a fitting node appears, the
+//! reasons of an unschedulable pod are counted, a silent node turns NotReady and loses its pods
+//! only after lease + margin, and a Deployment's pods spread and come back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_api::cluster::cluster_api_client::ClusterApiClient;
+use flotilla_api::cluster::{ApplyRequest, GetRequest, ListRequest, ObjectRef};
+use flotilla_api::node::node_api_client::NodeApiClient;
+use flotilla_api::node::HeartbeatRequest;
+use flotilla_e2e::{channel, ProcessCluster};
+use serde_json::Value;
+
+async fn apply(addr: &str, yaml: &str) {
+    ClusterApiClient::new(channel(addr))
+        .apply(ApplyRequest {
+            manifests: yaml.as_bytes().to_vec(),
+            default_namespace: "default".into(),
+            dry_run: false,
+        })
+        .await
+        .expect("apply");
+}
+
+async fn get(addr: &str, kind: &str, name: &str) -> Option<Value> {
+    let request = GetRequest {
+        r#ref: Some(ObjectRef {
+            kind: kind.into(),
+            namespace: "default".into(),
+            name: name.into(),
+        }),
+        stale: false,
+    };
+    match ClusterApiClient::new(channel(addr)).get(request).await {
+        Ok(r) => Some(serde_json::from_slice(&r.into_inner().object).unwrap()),
+        Err(s) if s.code() == tonic::Code::NotFound => None,
+        Err(s) => panic!("get {kind}/{name}: {s}"),
+    }
+}
+
+async fn list(addr: &str, kind: &str, labels: &str) -> Vec<Value> {
+    let request = ListRequest {
+        kind: kind.into(),
+        namespace: "default".into(),
+        label_selector: labels.into(),
+        ..Default::default()
+    };
+    let page = ClusterApiClient::new(channel(addr)).list(request).await.expect("list").into_inner();
+    page.items.iter().map(|i| serde_json::from_slice(i).unwrap()).collect()
+}
+
+/// Polls `check` every 100 ms until it returns Some, at most `timeout`.
+async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn node_yaml(name: &str, disk: &str, zone: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{disk: {disk}, topology.kubernetes.io/zone: {zone}}}\nstatus:\n  capacity: {{cpu: '4', memory: 8Gi, pods: '110'}}\n  allocatable: {{cpu: '4', memory: 8Gi, pods: '110'}}\n  conditions: [{{type: Ready, status: 'True'}}]\n"
+    )
+}
+
+/// Heartbeats for `nodes` every 200 ms while `alive` is set (as an agent would).
+fn heartbeats(addr: String, nodes: Vec<String>, alive: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while alive.load(Ordering::SeqCst) {
+            let mut client = NodeApiClient::new(channel(&addr));
+            for node in &nodes {
+                let _ = client
+                    .heartbeat(HeartbeatRequest {
+                        node: node.clone(),
+                        lease_ms: 2000,
+                        more_nodes: vec![],
+                    })
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
+    obj.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == kind)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_pods_are_placed_when_a_fitting_node_appears_and_leave_a_lost_node() {
+    let cluster = ProcessCluster::start(1).await;
+    let addr = cluster.peers[0].addr.clone();
+    let hdd_alive = Arc::new(AtomicBool::new(true));
+    let _hdd = heartbeats(addr.clone(), vec!["hdd-1".into()], hdd_alive.clone());
+    apply(&addr, &node_yaml("hdd-1", "hdd", "a")).await;
+    apply(
+        &addr,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: wants-ssd}\nspec:\n  nodeSelector: {disk: ssd}\n  containers: [{name: c, image: busybox, resources: {requests: {cpu: 100m}}}]\n",
+    )
+    .await;
+    let message = eventually(Duration::from_secs(10), "unschedulable condition", || async {
+        let pod = get(&addr, "Pod", "wants-ssd").await?;
+        let c = condition(&pod, "PodScheduled")?;
+        (c["status"] == "False").then(|| c["message"].as_str().unwrap().to_string())
+    })
+    .await;
+    assert_eq!(message, "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.");
+
+    // A fitting node appears: the pod is placed on it.
+    let ssd_alive = Arc::new(AtomicBool::new(true));
+    let _ssd = heartbeats(addr.clone(), vec!["ssd-1".into()], ssd_alive.clone());
+    apply(&addr, &node_yaml("ssd-1", "ssd", "b")).await;
+    eventually(Duration::from_secs(10), "pod bound to ssd-1", || async {
+        let pod = get(&addr, "Pod", "wants-ssd").await?;
+        (pod["spec"]["nodeName"] == "ssd-1").then_some(())
+    })
+    .await;
+
+    // ssd-1 goes silent: NotReady after the grace period, the pod deleted only after
+    // lease + margin (the agent has stopped it by then).
+    let silent_at = Instant::now();
+    ssd_alive.store(false, Ordering::SeqCst);
+    eventually(Duration::from_secs(10), "ssd-1 NotReady", || async {
+        let node = get(&addr, "Node", "ssd-1").await?;
+        (condition(&node, "Ready")?["status"] != "True").then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(15), "pod removed from the lost node", || async {
+        get(&addr, "Pod", "wants-ssd").await.is_none().then_some(())
+    })
+    .await;
+    let lease_and_margin = Duration::from_millis(2000 + 1000);
+    assert!(silent_at.elapsed() >= lease_and_margin, "evicted before the agent's lease ran out");
+    // The node that kept heartbeating stayed Ready.
+    let hdd = get(&addr, "Node", "hdd-1").await.unwrap();
+    assert_eq!(condition(&hdd, "Ready").unwrap()["status"], "True");
+    hdd_alive.store(false, Ordering::SeqCst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_spreads_over_zones_and_replaces_deleted_pods() {
+    let cluster = ProcessCluster::start(1).await;
+    let addr = cluster.peers[0].addr.clone();
+    let names: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+    let alive = Arc::new(AtomicBool::new(true));
+    let _beats = heartbeats(addr.clone(), names.clone(), alive.clone());
+    for (i, name) in names.iter().enumerate() {
+        apply(&addr, &node_yaml(name, "ssd", &format!("z{i}"))).await;
+    }
+    apply(
+        &addr,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 6\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, image: busybox, resources: {requests: {cpu: 100m}}}]}\n",
+    )
+    .await;
+    let pods = eventually(Duration::from_secs(15), "6 pods bound", || async {
+        let pods = list(&addr, "Pod", "app=web").await;
+        (pods.len() == 6 && pods.iter().all(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()))).then_some(pods)
+    })
+    .await;
+    for name in &names {
+        let on = pods.iter().filter(|p| p["spec"]["nodeName"] == name.as_str()).count();
+        assert_eq!(on, 2, "replicas spread evenly; {name} has {on}");
+    }
+    // Delete a pod: the ReplicaSet replaces it.
+    let victim = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
+    ClusterApiClient::new(channel(&addr))
+        .delete(flotilla_api::cluster::DeleteRequest {
+            r#ref: Some(ObjectRef {
+                kind: "Pod".into(),
+                namespace: "default".into(),
+                name: victim.clone(),
+            }),
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "replacement pod", || async {
+        let pods = list(&addr, "Pod", "app=web").await;
+        let names: Vec<&str> = pods.iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
+        (pods.len() == 6 && !names.contains(&victim.as_str())).then_some(())
+    })
+    .await;
+    alive.store(false, Ordering::SeqCst);
+}
