@@ -71,14 +71,17 @@ impl Level {
     }
 }
 
-async fn connect(addr: &str) -> Channel {
+async fn try_connect(addr: &str) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(10))
         .connect()
         .await
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+}
+
+async fn connect(addr: &str) -> Channel {
+    try_connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"))
 }
 
 /// One client on its own connection: sequential writes until the deadline or its op budget.
@@ -170,7 +173,7 @@ async fn run_level(system: System, addrs: &[String], clients: usize, seconds: u6
 struct EtcdCluster {
     children: Vec<Child>,
     client_addrs: Vec<String>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl EtcdCluster {
@@ -220,7 +223,7 @@ impl EtcdCluster {
         let cluster = EtcdCluster {
             children,
             client_addrs: peers.into_iter().map(|(c, _)| c).collect(),
-            _dir: dir,
+            dir,
         };
         cluster.wait_ready().await;
         cluster
@@ -231,19 +234,16 @@ impl EtcdCluster {
         for addr in &self.client_addrs {
             loop {
                 let attempt = async {
-                    let mut client = EtcdKvClient::new(connect(addr).await);
-                    client
-                        .put(EtcdPut {
-                            key: b"ready".to_vec(),
-                            value: b"1".to_vec(),
-                            ..Default::default()
-                        })
-                        .await
+                    let mut client = EtcdKvClient::new(try_connect(addr).await.ok()?);
+                    let put = EtcdPut {
+                        key: b"ready".to_vec(),
+                        value: b"1".to_vec(),
+                        ..Default::default()
+                    };
+                    client.put(put).await.ok()
                 };
-                if tokio::time::timeout(Duration::from_secs(2), attempt)
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-                {
+                let ready = tokio::time::timeout(Duration::from_secs(2), attempt).await;
+                if ready.ok().flatten().is_some() {
                     break;
                 }
                 assert!(
@@ -258,6 +258,12 @@ impl EtcdCluster {
 
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for i in 0..3 {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("e{i}.log"))).unwrap_or_default();
+                eprintln!("--- etcd e{i} log (last lines):\n{}", log.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+            }
+        }
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
