@@ -3,6 +3,7 @@
 //! the library crates.
 
 mod client;
+mod cluster;
 mod describe;
 mod printer;
 mod rollout;
@@ -58,6 +59,11 @@ enum Command {
     Rollout {
         #[command(subcommand)]
         action: RolloutCli,
+    },
+    /// Start, inspect or stop a local multi-process cluster on loopback ports.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterCli,
     },
     /// Print a shell completion script.
     Completion {
@@ -175,6 +181,35 @@ enum RolloutCli {
         namespace: String,
         #[arg(long)]
         to_revision: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCli {
+    /// Start server peers and agents as separate processes.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        servers: usize,
+        #[arg(long, default_value_t = 3)]
+        agents: usize,
+        /// Make each agent simulate this many hollow nodes instead of running containers.
+        #[arg(long)]
+        hollow: Option<usize>,
+        #[arg(long, default_value = "flotilla-cluster")]
+        dir: PathBuf,
+    },
+    /// Stop every process of the cluster (agents first).
+    Down {
+        #[arg(long, default_value = "flotilla-cluster")]
+        dir: PathBuf,
+        /// Also remove the data directories and logs.
+        #[arg(long)]
+        wipe: bool,
+    },
+    /// List the cluster's processes.
+    Status {
+        #[arg(long, default_value = "flotilla-cluster")]
+        dir: PathBuf,
     },
 }
 
@@ -347,6 +382,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Cluster { action } => match action {
+            ClusterCli::Up {
+                servers,
+                agents,
+                hollow,
+                dir,
+            } => cluster::up(&dir, servers, agents, hollow),
+            ClusterCli::Down { dir, wipe } => cluster::down(&dir, wipe),
+            ClusterCli::Status { dir } => cluster::status(&dir),
+        },
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

@@ -48,6 +48,9 @@ struct Args {
     /// Skip the etcd baseline.
     #[arg(long)]
     no_etcd: bool,
+    /// Flotilla peers (3 for the comparison; 1 shows the cost of replication).
+    #[arg(long, default_value_t = 3)]
+    peers: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -403,7 +406,7 @@ async fn main() {
         .collect();
 
     eprintln!("starting a 3-peer flotilla store …");
-    let mut flotilla = ProcessCluster::start(3).await;
+    let mut flotilla = ProcessCluster::start(args.peers).await;
     let addrs: Vec<String> = flotilla.peers.iter().map(|p| p.addr.clone()).collect();
     let mut ours = Vec::new();
     for &clients in &counts {
