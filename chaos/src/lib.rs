@@ -1,10 +1,35 @@
 //! Chaos harness: hosts in network namespaces, fault injection, workloads, history checkers and
 //! reports.
 //!
-//! This crate so far holds the pure-logic half: [`history`] (the operation log workloads record,
-//! as JSON Lines) and [`checker`] (linearizability of registers, watch delivery, and "one pod
-//! never ran on two hosts at once"). Checkers take data and return serialisable reports; they do
-//! no IO.
+//! The pure half decides: [`history`] (the operation log workloads record, as JSON Lines),
+//! [`checker`] (linearizability of registers, watch delivery, "one pod never ran on two hosts at
+//! once"), [`net`] (addresses in 198.18.0.0/15 and names), [`netfault`] (partition shapes →
+//! iptables rules), [`fault`] and [`scenario`] (seeded fault schedules) and [`report`].
+//!
+//! The IO half acts: [`host`] and [`cluster`] (namespaces, bridge, peer processes), [`proxy`]
+//! (delay), [`nemesis`] (carrying faults out), [`workload`] (clients and watchers),
+//! [`verify`] (end-of-run checks against the live cluster), [`run`] (one run, start to finish)
+//! and [`clean`] (removing leftovers).
 
 pub mod checker;
+pub mod clean;
+pub mod client;
+pub mod clock;
+pub mod cluster;
+pub mod error;
+pub mod fault;
 pub mod history;
+pub mod host;
+pub mod matrix;
+pub mod nemesis;
+pub mod net;
+pub mod netfault;
+pub mod proxy;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod sys;
+pub mod verify;
+pub mod workload;
+
+pub use error::ChaosError;
