@@ -13,7 +13,7 @@ DEV_DIR ?= $(HOME)/.local/state/flotilla/dev
 # Debian packages the build and the tests need (RocksDB bindings, protoc, libseccomp for
 # libcontainer, busybox for test images, CNI plugins and iproute2 for pod networks).
 DEB_PACKAGES := libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox-static \
-	containernetworking-plugins iproute2 iptables
+	containernetworking-plugins iproute2 iptables faketime
 # Only the benchmarks need these (baselines).
 BENCH_PACKAGES := etcd-server
 
