@@ -194,3 +194,44 @@ async fn a_deployment_spreads_over_zones_and_replaces_deleted_pods() {
     .await;
     alive.store(false, Ordering::SeqCst);
 }
+
+/// Heartbeats for `nodes` to every peer (only the leader accepts them).
+fn heartbeats_to_all(addrs: Vec<String>, nodes: Vec<String>, alive: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+    addrs.into_iter().map(|a| heartbeats(a, nodes.clone(), alive.clone())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_during_scale_up_converges_to_exactly_the_desired_count() {
+    let mut cluster = ProcessCluster::start(3).await;
+    let addrs: Vec<String> = cluster.peers.iter().map(|p| p.addr.clone()).collect();
+    let names: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+    let alive = Arc::new(AtomicBool::new(true));
+    let _beats = heartbeats_to_all(addrs.clone(), names.clone(), alive.clone());
+    for (i, name) in names.iter().enumerate() {
+        apply(&addrs[0], &node_yaml(name, "ssd", &format!("z{i}"))).await;
+    }
+    let deployment = |replicas: u32| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: grow}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: grow}}}}\n  template:\n    metadata: {{labels: {{app: grow}}}}\n    spec: {{containers: [{{name: c, image: busybox, resources: {{requests: {{cpu: 10m}}}}}}]}}\n")
+    };
+    apply(&addrs[0], &deployment(3)).await;
+    eventually(Duration::from_secs(15), "3 pods", || async { (list(&addrs[1], "Pod", "app=grow").await.len() == 3).then_some(()) }).await;
+    // Scale up to 60 and kill the leader while the ReplicaSet is creating pods.
+    apply(&addrs[1], &deployment(60)).await;
+    let leader = cluster.leader().await;
+    cluster.peer(leader).kill9();
+    let survivor = addrs.iter().enumerate().find(|(i, _)| *i as u64 + 1 != leader).unwrap().1.clone();
+    let pods = eventually(Duration::from_secs(30), "60 pods, all bound", || async {
+        let pods = list(&survivor, "Pod", "app=grow").await;
+        let bound = pods.iter().all(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()));
+        (pods.len() == 60 && bound).then_some(pods)
+    })
+    .await;
+    // And it stays exactly there: no duplicate creations show up later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = list(&survivor, "Pod", "app=grow").await;
+    assert_eq!(later.len(), 60, "replica count drifted after convergence");
+    let mut names: Vec<&str> = pods.iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
+    names.dedup();
+    assert_eq!(names.len(), 60);
+    alive.store(false, Ordering::SeqCst);
+}
