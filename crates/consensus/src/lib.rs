@@ -47,6 +47,15 @@ pub const MAX_CLIENT_REQUEST_BYTES: usize = types::limits::MAX_REQUEST_BYTES + 6
 pub const MAX_CLIENT_RESPONSE_BYTES: usize =
     types::limits::MAX_RANGE_RESPONSE_BYTES + 16 * 1024 * 1024;
 
+/// Accepted connections of a gRPC server, with Nagle's algorithm off. Without this, a server
+/// fed through `serve_with_incoming` answers small requests only after the peer's delayed ACK
+/// (tens of milliseconds per call).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(30)))
+}
+
 /// A gRPC router serving the Raft transport and the store's client API for `node`. Callers may
 /// add more services before serving it.
 pub fn router(node: Arc<StoreNode>) -> Router {

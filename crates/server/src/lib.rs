@@ -19,7 +19,6 @@ use flotilla_consensus::{NodeId, StoreConfig, StoreError, StoreNode};
 use flotilla_state::registry::Registry;
 use flotilla_state::service::{ClusterApiService, KINDS};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Largest Cluster API request: manifests of many objects.
 pub const MAX_API_REQUEST_BYTES: usize = 16 * 1024 * 1024;
@@ -143,7 +142,7 @@ pub async fn run(
             node.clone(),
             heartbeats.clone(),
         )));
-    let server = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let server = router.serve_with_incoming_shutdown(flotilla_consensus::incoming(listener), shutdown);
     let bootstrap = ensure_default_namespace(&api);
     let leader_loops = leader::supervise(
         node.clone(),

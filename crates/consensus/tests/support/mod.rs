@@ -12,7 +12,6 @@ use flotilla_consensus::{KeyRange, RangeQuery, StoreConfig, StoreNode, WriteRequ
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -54,7 +53,7 @@ async fn serve(
     let router = flotilla_consensus::router(node);
     let handle = tokio::spawn(async move {
         let _ = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(flotilla_consensus::incoming(listener), async {
                 let _ = rx.await;
             })
             .await;
