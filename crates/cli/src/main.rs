@@ -5,6 +5,7 @@
 mod client;
 mod cluster;
 mod describe;
+mod node_verbs;
 mod printer;
 mod rollout;
 mod verbs;
@@ -43,6 +44,17 @@ struct Cli {
 enum Command {
     /// Run a control-plane peer (Raft + API on one port).
     Server(ServerArgs),
+    /// Run a node agent (or, with --hollow N, N simulated nodes).
+    Agent(AgentArgs),
+    /// Manage a node's image store (air-gapped: import files, no registry).
+    Image {
+        #[command(subcommand)]
+        action: ImageCli,
+    },
+    /// Print a container's log.
+    Logs(LogsCli),
+    /// Run a command in a container: flotilla exec POD [-c C] -- CMD ARGS…
+    Exec(ExecCli),
     /// Create or update objects from manifests (YAML or JSON; files, directories or - for stdin).
     Apply(ApplyArgs),
     /// Create objects from manifests; fails if one already exists.
@@ -92,6 +104,111 @@ struct ServerArgs {
     /// Join a running cluster through one of its peers (HOST:PORT).
     #[arg(long)]
     join: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The node's name (with --hollow, the prefix of the simulated nodes' names).
+    #[arg(long)]
+    name: String,
+    /// Control-plane peers, comma-separated.
+    #[arg(long, env = "FLOTILLA_SERVER", default_value = "127.0.0.1:7001")]
+    servers: String,
+    /// The agent's state: image store, containers, pod volumes.
+    #[arg(long, default_value = "/var/lib/flotilla/agent")]
+    data_dir: PathBuf,
+    /// Where the agent API (logs, exec) listens.
+    #[arg(long, default_value = "127.0.0.1:7201")]
+    listen: SocketAddr,
+    /// Node labels: disk=ssd,zone=a
+    #[arg(long, default_value = "")]
+    labels: String,
+    /// Node taints: key=value:NoSchedule,other:NoExecute
+    #[arg(long, default_value = "")]
+    taints: String,
+    /// Resources kept from pods: cpu=500m,memory=512Mi
+    #[arg(long, default_value = "")]
+    reserved: String,
+    /// The node's pod subnet.
+    #[arg(long, default_value = "198.18.1.0/24")]
+    pod_cidr: String,
+    /// The Linux bridge pods attach to.
+    #[arg(long, default_value = "flotilla0")]
+    bridge: String,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    heartbeat_ms: u64,
+    /// The lease: pods are stopped when no heartbeat was accepted for this long.
+    #[arg(long, default_value_t = 2000)]
+    lease_ms: u64,
+    /// Simulate this many nodes that report their pods Running without running containers.
+    #[arg(long)]
+    hollow: Option<usize>,
+    /// Stop the pods' containers when the agent exits (default: leave them for the next agent).
+    #[arg(long)]
+    stop_pods_on_exit: bool,
+}
+
+#[derive(Subcommand)]
+enum ImageCli {
+    /// Import OCI layouts, OCI archives or docker-save archives.
+    Import {
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "/var/lib/flotilla/agent")]
+        data_dir: PathBuf,
+    },
+    /// List the images of the store.
+    Ls {
+        #[arg(long, default_value = "/var/lib/flotilla/agent")]
+        data_dir: PathBuf,
+    },
+    /// Remove an image (its layers go when no other image uses them).
+    Rm {
+        reference: String,
+        #[arg(long, default_value = "/var/lib/flotilla/agent")]
+        data_dir: PathBuf,
+    },
+    /// Make an OCI archive from a directory (a root filesystem).
+    Pack {
+        dir: PathBuf,
+        #[arg(long)]
+        tag: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The image's entrypoint (repeatable).
+        #[arg(long)]
+        entrypoint: Vec<String>,
+        /// The image's default command (repeatable).
+        #[arg(long)]
+        cmd: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct LogsCli {
+    pod: String,
+    #[arg(short, long, default_value = "")]
+    container: String,
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    #[arg(short, long)]
+    follow: bool,
+    /// The previous (exited) instance of the container.
+    #[arg(short, long)]
+    previous: bool,
+    #[arg(long)]
+    tail: Option<i64>,
+}
+
+#[derive(clap::Args)]
+struct ExecCli {
+    pod: String,
+    #[arg(short, long, default_value = "")]
+    container: String,
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -310,6 +427,64 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.server);
     match cli.command {
         Command::Server(args) => server(args).await,
+        Command::Agent(a) => {
+            let options = node_verbs::AgentOptions {
+                name: a.name,
+                servers: a
+                    .servers
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                data_dir: a.data_dir,
+                listen: a.listen,
+                labels: a.labels,
+                taints: a.taints,
+                reserved: a.reserved,
+                pod_cidr: a.pod_cidr,
+                bridge: a.bridge,
+                heartbeat: std::time::Duration::from_millis(a.heartbeat_ms),
+                lease: std::time::Duration::from_millis(a.lease_ms),
+                hollow: a.hollow,
+                stop_pods_on_exit: a.stop_pods_on_exit,
+            };
+            node_verbs::agent(options, shutdown_signal()).await
+        }
+        Command::Image { action } => match action {
+            ImageCli::Import { files, data_dir } => node_verbs::image_import(&data_dir, &files),
+            ImageCli::Ls { data_dir } => node_verbs::image_ls(&data_dir),
+            ImageCli::Rm {
+                reference,
+                data_dir,
+            } => node_verbs::image_rm(&data_dir, &reference),
+            ImageCli::Pack {
+                dir,
+                tag,
+                output,
+                entrypoint,
+                cmd,
+            } => node_verbs::image_pack(&dir, &tag, &output, entrypoint, cmd),
+        },
+        Command::Logs(l) => {
+            node_verbs::logs(
+                &client,
+                &l.namespace,
+                &l.pod,
+                &l.container,
+                l.follow,
+                l.previous,
+                l.tail,
+            )
+            .await
+        }
+        Command::Exec(e) => {
+            let code =
+                node_verbs::exec(&client, &e.namespace, &e.pod, &e.container, e.command).await?;
+            if code != 0 {
+                std::process::exit(code.clamp(1, 255));
+            }
+            Ok(())
+        }
         Command::Apply(a) => verbs::apply(&client, &a.files, &a.namespace, a.dry_run, false).await,
         Command::Create(a) => verbs::apply(&client, &a.files, &a.namespace, a.dry_run, true).await,
         Command::Get(g) => {
@@ -405,6 +580,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // The agent re-executes this binary as a single-threaded container shim: dispatch before any
+    // runtime or thread exists.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == flotilla_node::runtime::shim::SHIM_ARG)
+    {
+        flotilla_node::runtime::shim::main(args[2..].to_vec());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -413,7 +597,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Server(_)) {
+    if !matches!(cli.command, Command::Server(_) | Command::Agent(_)) {
         // Client verbs end quietly when their output is closed (`| head`), as Unix tools do.
         // SAFETY: setting a signal disposition before any thread is started.
         unsafe {

@@ -1,0 +1,124 @@
+//! Self-fencing (design decision 6): when the lease lapses — no heartbeat accepted for `lease`,
+//! by this host's monotonic clock — the agent kills every running container at once and
+//! starts nothing until a heartbeat is accepted again. The leader reschedules a silent node's
+//! pods only after `lease + margin` by its own clock, so by then they are stopped here.
+//!
+//! [`Fence`] is the shared flag and the record of which containers it killed and why (the pod
+//! status reports it); [`run`] is the watchdog that sets and clears it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::heartbeat::Lease;
+use crate::runtime::{ContainerId, Runtime};
+
+/// Containers remembered as killed by the fence (oldest forgotten first).
+pub const MAX_FENCE_NOTES: usize = 4096;
+/// Longest pause between two looks at the lease.
+const MAX_CHECK_PERIOD: Duration = Duration::from_millis(100);
+
+/// Whether the agent is fenced, and the containers the fence killed.
+pub struct Fence {
+    fenced: watch::Sender<bool>,
+    notes: Mutex<(HashMap<ContainerId, String>, VecDeque<ContainerId>)>,
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Fence {
+            fenced: watch::channel(false).0,
+            notes: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+}
+
+impl Fence {
+    pub fn is_fenced(&self) -> bool {
+        *self.fenced.borrow()
+    }
+
+    /// Changes whenever the agent becomes fenced or is released.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.fenced.subscribe()
+    }
+
+    /// Why the fence killed `id`, if it did.
+    pub fn note(&self, id: &ContainerId) -> Option<String> {
+        self.lock().0.get(id).cloned()
+    }
+
+    fn set(&self, fenced: bool) -> bool {
+        self.fenced
+            .send_if_modified(|f| std::mem::replace(f, fenced) != fenced)
+    }
+
+    fn record(&self, id: &ContainerId, why: &str) {
+        let mut notes = self.lock();
+        if notes.0.insert(id.clone(), why.to_string()).is_none() {
+            notes.1.push_back(id.clone());
+        }
+        while notes.1.len() > MAX_FENCE_NOTES {
+            if let Some(old) = notes.1.pop_front() {
+                notes.0.remove(&old);
+            }
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (HashMap<ContainerId, String>, VecDeque<ContainerId>)> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Watches the lease until the task is dropped; while it has lapsed, kills whatever runs.
+pub async fn run(fence: Arc<Fence>, lease: Arc<Lease>, runtime: Arc<Runtime>, started: Instant) {
+    let period = (lease.duration() / 20).min(MAX_CHECK_PERIOD);
+    loop {
+        if lease.valid(started) {
+            if fence.set(false) {
+                tracing::info!("lease renewed: the agent starts containers again");
+            }
+        } else {
+            let why = format!(
+                "killed by the agent: no heartbeat accepted for {} ms, the node lease lapsed",
+                lease.duration().as_millis()
+            );
+            if fence.set(true) {
+                tracing::warn!(
+                    lease_ms = lease.duration().as_millis() as u64,
+                    "lease lapsed: stopping every container"
+                );
+            }
+            kill_running(&fence, &runtime, &why).await;
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// SIGKILLs every running container at once and waits for them to be gone.
+async fn kill_running(fence: &Fence, runtime: &Runtime, why: &str) {
+    let running: Vec<ContainerId> = match runtime.list() {
+        Ok(list) => list
+            .into_iter()
+            .filter(|c| c.is_running())
+            .map(|c| c.id)
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "fenced but cannot list containers");
+            return;
+        }
+    };
+    for id in &running {
+        fence.record(id, why);
+    }
+    let kills = running.iter().map(|id| async move {
+        if let Err(e) = runtime.stop(id, Duration::ZERO).await {
+            tracing::error!(container = %id, error = %e, "fence could not kill a container");
+        }
+    });
+    futures::future::join_all(kills).await;
+}

@@ -1,0 +1,228 @@
+//! Hollow nodes (like kubemark / kwok): N simulated nodes that register, heartbeat the leader
+//! and report the pods bound to them as Running without starting any container. They exercise
+//! the control plane at thousands of nodes on one machine. This is a named simulator, not a
+//! substitute for the real agent: nothing here runs a process.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_api::cluster::{ApplyRequest, DeleteRequest, ObjectRef, ObjectRequest};
+use flotilla_state::informer::{spawn_informer, Cached, Query};
+use flotilla_state::objects::{Pod, PodPhase};
+use flotilla_state::Kind;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::agent::client::ApiClient;
+use crate::agent::heartbeat::{self, Lease};
+use crate::agent::source::ApiSource;
+
+/// Nodes registered per apply (one transaction each).
+const REGISTER_CHUNK: usize = 64;
+/// Pod status updates in flight at once.
+const STATUS_CONCURRENCY: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct HollowConfig {
+    pub servers: Vec<String>,
+    /// Node names are `<prefix>-<i>`.
+    pub prefix: String,
+    pub count: usize,
+    /// Zones are assigned round-robin (`zone-0` …).
+    pub zones: usize,
+    pub cpu_milli: i64,
+    pub memory_bytes: i64,
+    pub max_pods: i64,
+    pub heartbeat_interval: Duration,
+    pub lease: Duration,
+}
+
+impl HollowConfig {
+    pub fn new(servers: Vec<String>, prefix: impl Into<String>, count: usize) -> Self {
+        HollowConfig {
+            servers,
+            prefix: prefix.into(),
+            count,
+            zones: 3,
+            cpu_milli: 16_000,
+            memory_bytes: 64 << 30,
+            max_pods: 110,
+            heartbeat_interval: Duration::from_millis(500),
+            lease: Duration::from_secs(2),
+        }
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        (0..self.count).map(|i| format!("{}-{i}", self.prefix)).collect()
+    }
+}
+
+fn node_manifest(config: &HollowConfig, index: usize, name: &str) -> Value {
+    let resources = json!({
+        "cpu": format!("{}m", config.cpu_milli),
+        "memory": config.memory_bytes.to_string(),
+        "pods": config.max_pods.to_string(),
+    });
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name,
+            "topology.kubernetes.io/zone": format!("zone-{}", index % config.zones.max(1)),
+            "flotilla.dev/hollow": "true",
+        }},
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "HollowNodeReady"}],
+            "addresses": [{"type": "Hostname", "address": name}],
+            "nodeInfo": {"kubeletVersion": "flotilla-hollow", "osImage": "hollow", "kernelVersion": "none",
+                          "architecture": "amd64", "operatingSystem": "linux"},
+        },
+    })
+}
+
+/// Registers the nodes (create or update).
+pub async fn register(client: &ApiClient, config: &HollowConfig) -> Result<(), tonic::Status> {
+    let names = config.node_names();
+    for (chunk_index, chunk) in names.chunks(REGISTER_CHUNK).enumerate() {
+        let docs: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, name)| node_manifest(config, chunk_index * REGISTER_CHUNK + i, name).to_string())
+            .collect();
+        let request = ApplyRequest {
+            manifests: docs.join("\n---\n").into_bytes(),
+            default_namespace: String::new(),
+            dry_run: false,
+        };
+        client
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.apply(r).await }
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// The status a hollow node reports for a pod it "runs".
+/// A stable fake address for a pod, from its uid (inside 198.18.0.0/15).
+fn pod_ip(uid: &str) -> String {
+    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    format!("198.19.{}.{}", (hash >> 8) % 256, hash % 250 + 1)
+}
+
+fn running_status(pod: &Pod, node_index: usize) -> Value {
+    let started = flotilla_state::registry::now();
+    let containers: Vec<Value> = pod
+        .spec
+        .containers
+        .iter()
+        .map(|c| {
+            json!({"name": c.name, "ready": true, "restartCount": 0, "image": c.image,
+                   "containerID": format!("hollow://{}", pod.metadata.uid),
+                   "state": {"running": {"startedAt": started}}})
+        })
+        .collect();
+    json!({
+        "phase": "Running",
+        "hostIP": format!("198.18.{}.{}", (node_index / 250) % 256, node_index % 250 + 1),
+        "podIP": pod_ip(&pod.metadata.uid),
+        "startTime": started,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": "True"},
+            {"type": "Ready", "status": "True"},
+        ],
+        "containerStatuses": containers,
+    })
+}
+
+/// Runs the hollow nodes until the task is dropped.
+pub async fn run(config: HollowConfig) -> Result<(), tonic::Status> {
+    let client = ApiClient::new(&config.servers).map_err(tonic::Status::invalid_argument)?;
+    register(&client, &config).await?;
+    tracing::info!(count = config.count, prefix = %config.prefix, "hollow nodes registered");
+    let lease = Arc::new(Lease::new(config.lease));
+    let beats = {
+        let (client, names, interval, lease) = (client.clone(), config.node_names(), config.heartbeat_interval, lease.clone());
+        tokio::spawn(async move { heartbeat::run(client, names, interval, &lease).await })
+    };
+    let source = Arc::new(ApiSource { client: client.clone() });
+    let pods = spawn_informer::<Pod, _>(source, Query::all(Kind::Pod).with_fields("spec.nodeName!="), std::future::pending());
+    pods.wait_synced().await;
+    let ours: HashSet<String> = config.node_names().into_iter().collect();
+    let mut changes = pods.subscribe();
+    let started = Instant::now();
+    loop {
+        let snapshot = pods.snapshot();
+        let work: Vec<&Cached<Pod>> = snapshot
+            .iter()
+            .filter(|p| ours.contains(&p.object.spec.node_name))
+            .filter(|p| p.object.metadata.deletion_timestamp.is_some() || p.object.phase() == PodPhase::Pending)
+            .collect();
+        if lease.valid(started) {
+            futures::stream::iter(work)
+                .map(|pod| act(&client, pod))
+                .buffer_unordered(STATUS_CONCURRENCY)
+                .for_each(|_| async {})
+                .await;
+        }
+        if changes.changed().await.is_err() {
+            break;
+        }
+    }
+    beats.abort();
+    Ok(())
+}
+
+/// Reports a pending pod Running, or confirms a terminating pod stopped (deletes it).
+async fn act(client: &ApiClient, cached: &Cached<Pod>) {
+    let pod = &cached.object;
+    let (ns, name) = (pod.metadata.namespace.clone(), pod.metadata.name.clone());
+    let result = if pod.metadata.deletion_timestamp.is_some() {
+        let request = DeleteRequest {
+            r#ref: Some(ObjectRef {
+                kind: "Pod".into(),
+                namespace: ns,
+                name,
+            }),
+            grace_period_seconds: Some(0),
+            propagation: String::new(),
+            resource_version: String::new(),
+        };
+        client
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.delete(r).await }
+            })
+            .await
+            .map(|_| ())
+    } else {
+        let node_index = pod.spec.node_name.rsplit('-').next().and_then(|i| i.parse().ok()).unwrap_or(0);
+        let mut object = serde_json::to_value(&**pod).unwrap_or(Value::Null);
+        object["apiVersion"] = json!("v1");
+        object["kind"] = json!("Pod");
+        object["metadata"]["resourceVersion"] = json!(cached.revision.to_string());
+        object["status"] = running_status(pod, node_index);
+        let request = ObjectRequest {
+            object: serde_json::to_vec(&object).unwrap_or_default(),
+            default_namespace: String::new(),
+        };
+        client
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.update_status(r).await }
+            })
+            .await
+            .map(|_| ())
+    };
+    if let Err(status) = result {
+        if status.code() != tonic::Code::Aborted && status.code() != tonic::Code::NotFound {
+            tracing::debug!(error = %status, "hollow node could not report a pod");
+        }
+    }
+}
