@@ -1,6 +1,6 @@
 # Flotilla — build, test and benchmark entry points.
 #
-#   make dev     build and start a one-peer control plane on 127.0.0.1:7001
+#   make dev     build, start `flotilla dev` (control plane + agent) and apply examples/hello.yaml
 #   make test    install what the build and tests need, then run the whole test suite
 #   make bench-kv   write throughput/latency vs etcd, and leader failover time (prints a table)
 
@@ -44,9 +44,7 @@ test: deps
 	$(CARGO) test --workspace
 
 dev: build
-	@mkdir -p $(DEV_DIR)
-	@echo "flotilla: one-peer control plane on 127.0.0.1:7001, data in $(DEV_DIR) (Ctrl-C stops it)"
-	$(BIN) server --id 1 --listen 127.0.0.1:7001 --data-dir $(DEV_DIR)
+	./scripts/dev.sh $(BIN) $(DEV_DIR)
 
 bench-kv: bench-deps
 	$(CARGO) build --release --bin flotilla -p flotilla-cli

@@ -46,6 +46,8 @@ enum Command {
     Server(ServerArgs),
     /// Run a node agent (or, with --hollow N, N simulated nodes).
     Agent(AgentArgs),
+    /// A one-machine cluster in one process: a one-peer control plane and an agent.
+    Dev(DevArgs),
     /// Manage a node's image store (air-gapped: import files, no registry).
     Image {
         #[command(subcommand)]
@@ -147,6 +149,26 @@ struct AgentArgs {
     /// Stop the pods' containers when the agent exits (default: leave them for the next agent).
     #[arg(long)]
     stop_pods_on_exit: bool,
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    /// Where the cluster's data lives (default: $XDG_STATE_HOME/flotilla/dev or
+    /// ~/.local/state/flotilla/dev). Running again resumes the same cluster.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Wipe the data directory first.
+    #[arg(long)]
+    fresh: bool,
+    /// The API address.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    listen: SocketAddr,
+    /// The agent API address (logs, exec).
+    #[arg(long, default_value = "127.0.0.1:7002")]
+    agent_listen: SocketAddr,
+    /// The node's pod subnet.
+    #[arg(long, default_value = "198.18.0.0/24")]
+    pod_cidr: String,
 }
 
 #[derive(Subcommand)]
@@ -376,6 +398,78 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn default_dev_dir() -> PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"));
+    state.join("flotilla").join("dev")
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let dir = args.data_dir.unwrap_or_else(default_dev_dir);
+    if args.fresh && dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(dir.join("agent/images/import"))?;
+    let addr = args.listen.to_string();
+    let server = PeerConfig {
+        id: 1,
+        listen: args.listen,
+        advertise: None,
+        data_dir: dir.join("server"),
+        initial_cluster: [(1, addr.clone())].into_iter().collect(),
+        join: None,
+        leader: Default::default(),
+    };
+    let agent = node_verbs::AgentOptions {
+        name: "dev".into(),
+        servers: vec![addr.clone()],
+        data_dir: dir.join("agent"),
+        listen: args.agent_listen,
+        labels: String::new(),
+        taints: String::new(),
+        reserved: String::new(),
+        pod_cidr: args.pod_cidr,
+        bridge: "flotilla-dev".into(),
+        heartbeat: std::time::Duration::from_millis(500),
+        lease: std::time::Duration::from_secs(2),
+        hollow: None,
+        stop_pods_on_exit: true,
+    };
+    println!("flotilla dev: API on {addr}, data in {}", dir.display());
+    println!(
+        "  images: drop image archives into {}/agent/images/import/",
+        dir.display()
+    );
+    println!("  try:    flotilla --server {addr} apply -f examples/hello.yaml");
+    println!("          flotilla --server {addr} get pods -o wide");
+    println!("  Ctrl-C stops everything (pods included); running again resumes the cluster.");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let server_task = tokio::spawn(flotilla_server::run(server, stopped()));
+    let agent_run = node_verbs::agent(agent, stopped());
+    tokio::pin!(agent_run);
+    let agent_result = tokio::select! {
+        ended = &mut agent_run => ended,
+        () = shutdown_signal() => {
+            stop_tx.send_replace(true);
+            agent_run.await
+        }
+    };
+    // The agent has stopped its pods; now the control plane.
+    stop_tx.send_replace(true);
+    let server_result = server_task.await?;
+    agent_result?;
+    server_result?;
+    Ok(())
+}
+
 fn parse_kind(text: &str) -> anyhow::Result<Kind> {
     Kind::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -450,6 +544,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             node_verbs::agent(options, shutdown_signal()).await
         }
+        Command::Dev(d) => dev(d).await,
         Command::Image { action } => match action {
             ImageCli::Import { files, data_dir } => node_verbs::image_import(&data_dir, &files),
             ImageCli::Ls { data_dir } => node_verbs::image_ls(&data_dir),
@@ -597,7 +692,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Server(_) | Command::Agent(_)) {
+    if !matches!(
+        cli.command,
+        Command::Server(_) | Command::Agent(_) | Command::Dev(_)
+    ) {
         // Client verbs end quietly when their output is closed (`| head`), as Unix tools do.
         // SAFETY: setting a signal disposition before any thread is started.
         unsafe {
