@@ -29,7 +29,7 @@ mod helper;
 mod lifecycle;
 mod logfile;
 mod logs;
-mod mounts;
+pub(crate) mod mounts;
 mod oci;
 mod probe;
 mod probe_exec;
