@@ -3,6 +3,7 @@
 #   make dev     build, start `flotilla dev` (control plane + agent) and apply examples/hello.yaml
 #   make test    install what the build and tests need, then run the whole test suite
 #   make bench-kv   write throughput/latency vs etcd, and leader failover time (prints a table)
+#   make bench-sched  placement at 150,000 pods / 5,000 nodes, and node loss with real agents
 
 CARGO ?= cargo
 # CI points this outside the checkout so builds are incremental between runs.
@@ -28,7 +29,7 @@ define install_missing
 	fi
 endef
 
-.PHONY: deps bench-deps build test dev bench-kv fmt lint
+.PHONY: deps bench-deps build test dev bench-kv bench-sched fmt lint
 
 deps:
 	$(call install_missing,$(DEB_PACKAGES))
@@ -49,6 +50,16 @@ dev: build
 bench-kv: bench-deps
 	$(CARGO) build --release --bin flotilla -p flotilla-cli
 	$(CARGO) run --release -p flotilla-e2e --bin bench-kv -- --flotilla $(CARGO_TARGET_DIR)/release/flotilla
+
+# (a) pure placement of 150,000 pods onto 5,000 nodes; (b) the same through a 3-peer cluster
+# with hollow nodes; (c) node loss with three real agents (as root).
+bench-sched: deps
+	$(CARGO) build --release --bin flotilla -p flotilla-cli --bin bench-sched -p flotilla-e2e
+	$(CARGO) run --release -p flotilla-scheduler --example bench_placement
+	$(CARGO_TARGET_DIR)/release/bench-sched --flotilla $(CARGO_TARGET_DIR)/release/flotilla
+	./scripts/busybox-image.sh $(CARGO_TARGET_DIR)/release/flotilla $(CARGO_TARGET_DIR)/busybox.tar
+	$(CARGO_TARGET_DIR)/release/bench-sched --flotilla $(CARGO_TARGET_DIR)/release/flotilla \
+		--deployments 0 --node-loss-kills 10 --image $(CARGO_TARGET_DIR)/busybox.tar
 
 fmt:
 	$(CARGO) fmt --all

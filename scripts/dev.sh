@@ -16,14 +16,7 @@ fi
 # The demo image: Debian's static busybox in a one-layer OCI archive, side-loaded.
 mkdir -p "$DEV_DIR/agent/images/import"
 if ! "$BIN" image ls --data-dir "$DEV_DIR/agent" 2>/dev/null | grep -q '^busybox:latest'; then
-    ROOT=$(mktemp -d)
-    trap 'rm -rf "$ROOT"' EXIT
-    mkdir -p "$ROOT/bin" "$ROOT/tmp" "$ROOT/etc"
-    cp /bin/busybox "$ROOT/bin/busybox"
-    for applet in $(/bin/busybox --list); do
-        [ "$applet" = busybox ] || ln -sf busybox "$ROOT/bin/$applet"
-    done
-    "$BIN" image pack "$ROOT" --tag busybox:latest --cmd sh -o "$DEV_DIR/agent/images/import/busybox.tar"
+    "$(dirname "$0")/busybox-image.sh" "$BIN" "$DEV_DIR/agent/images/import/busybox.tar"
 fi
 
 "$BIN" dev --data-dir "$DEV_DIR" 2>"$DEV_DIR/dev.log" &

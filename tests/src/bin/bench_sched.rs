@@ -1,0 +1,243 @@
+//! `make bench-sched`: the control plane at scale, and node loss with real agents. Prints
+//! figures; asserts nothing.
+//!
+//! (b) a 3-peer cluster with hollow nodes: Deployments applied, time until every pod is bound
+//!     (committed through Raft), pods/s.
+//! (c) node loss with real agents (needs root and the busybox image): SIGKILL an agent, time
+//!     until its pods are Running elsewhere, over several kills.
+//!
+//! (a), pure placement, is `cargo run --release -p flotilla-scheduler --example bench_placement`.
+//! Every loop is bounded in time; everything runs on loopback.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use flotilla_api::cluster::cluster_api_client::ClusterApiClient;
+use flotilla_api::cluster::{ApplyRequest, ListRequest};
+use flotilla_e2e::{channel, free_port, ProcessCluster};
+use serde_json::Value;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    flotilla: PathBuf,
+    /// Hollow nodes.
+    #[arg(long, default_value_t = 5000)]
+    nodes: usize,
+    #[arg(long, default_value_t = 300)]
+    deployments: usize,
+    #[arg(long, default_value_t = 500)]
+    replicas: usize,
+    /// Give up on (b) after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Run (c) with this many agent kills (0 skips it).
+    #[arg(long, default_value_t = 0)]
+    node_loss_kills: usize,
+    /// The busybox image archive for (c).
+    #[arg(long)]
+    image: Option<PathBuf>,
+}
+
+struct Killer(Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(bin: &PathBuf, args: &[String], log: &std::path::Path) -> Killer {
+    let out = std::fs::File::create(log).unwrap();
+    Killer(
+        Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn flotilla"),
+    )
+}
+
+async fn count(addr: &str, kind: &str, fields: &str, labels: &str) -> usize {
+    let mut total = 0;
+    let mut token = String::new();
+    loop {
+        let request = ListRequest {
+            kind: kind.into(),
+            all_namespaces: true,
+            field_selector: fields.into(),
+            label_selector: labels.into(),
+            limit: 5000,
+            r#continue: token.clone(),
+            stale: true,
+            ..Default::default()
+        };
+        let Ok(page) = ClusterApiClient::new(channel(addr)).max_decoding_message_size(256 << 20).list(request).await else {
+            return total;
+        };
+        let page = page.into_inner();
+        total += page.items.len();
+        if page.r#continue.is_empty() {
+            return total;
+        }
+        token = page.r#continue;
+    }
+}
+
+fn deployment(i: usize, replicas: usize) -> String {
+    let ssd = if i % 5 == 0 { "\n      nodeSelector: {disk: ssd}" } else { "" };
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d{i}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: d{i}}}}}\n  template:\n    metadata: {{labels: {{app: d{i}}}}}\n    spec:{ssd}\n      containers: [{{name: c, image: busybox, resources: {{requests: {{cpu: {}m, memory: {}Mi}}}}}}]\n",
+        10 + (i % 7) * 5,
+        16 + (i % 5) * 8
+    )
+}
+
+async fn at_scale(args: &Args) {
+    std::env::set_var("FLOTILLA_BIN", &args.flotilla);
+    eprintln!("(b) starting 3 peers …");
+    let cluster = ProcessCluster::start(3).await;
+    let addrs: Vec<String> = cluster.peers.iter().map(|p| p.addr.clone()).collect();
+    let hollow_log = cluster.dir.path().join("hollow.log");
+    let _hollow = spawn(
+        &args.flotilla,
+        &[
+            "agent".into(), "--name".into(), "hollow".into(), "--servers".into(), addrs.join(","),
+            "--hollow".into(), args.nodes.to_string(), "--listen".into(), format!("127.0.0.1:{}", free_port()),
+        ],
+        &hollow_log,
+    );
+    let started = Instant::now();
+    while count(&addrs[0], "Node", "", "").await < args.nodes {
+        assert!(started.elapsed() < Duration::from_secs(args.timeout), "hollow nodes did not register");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("(b) {} hollow nodes registered in {:.1} s", args.nodes, started.elapsed().as_secs_f64());
+    let total = args.deployments * args.replicas;
+    let begin = Instant::now();
+    let docs: Vec<String> = (0..args.deployments).map(|i| deployment(i, args.replicas)).collect();
+    for chunk in docs.chunks(50) {
+        ClusterApiClient::new(channel(&addrs[0]))
+            .apply(ApplyRequest {
+                manifests: chunk.join("---\n").into_bytes(),
+                default_namespace: "default".into(),
+                dry_run: false,
+            })
+            .await
+            .expect("apply deployments");
+    }
+    let applied = begin.elapsed();
+    let mut last_report = Instant::now();
+    let bound = loop {
+        let bound = count(&addrs[1], "Pod", "spec.nodeName!=", "").await;
+        if bound >= total || begin.elapsed() > Duration::from_secs(args.timeout) {
+            break bound;
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("    {bound}/{total} bound after {:.0} s", begin.elapsed().as_secs_f64());
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let secs = begin.elapsed().as_secs_f64();
+    println!();
+    println!("(b) {} Deployments × {} replicas onto {} hollow nodes, 3 peers:", args.deployments, args.replicas, args.nodes);
+    println!("    applied in {:.1} s; {bound}/{total} pods bound and committed after {secs:.1} s: {:.0} pods/s", applied.as_secs_f64(), bound as f64 / secs);
+}
+
+/// (c): three real agents; kill one at a time and time the replacement.
+async fn node_loss(args: &Args) {
+    let image = args.image.clone().expect("--image busybox.tar for node loss");
+    std::env::set_var("FLOTILLA_BIN", &args.flotilla);
+    let cluster = ProcessCluster::start(3).await;
+    let addrs: Vec<String> = cluster.peers.iter().map(|p| p.addr.clone()).collect();
+    let mut agents: Vec<Option<Killer>> = Vec::new();
+    let start_agent = |i: usize| {
+        let dir = cluster.dir.path().join(format!("agent-{i}"));
+        std::fs::create_dir_all(dir.join("images/import")).unwrap();
+        std::fs::copy(&image, dir.join("images/import/busybox.tar")).unwrap();
+        spawn(
+            &args.flotilla,
+            &[
+                "agent".into(), "--name".into(), format!("bench-{i}"), "--servers".into(), addrs.join(","),
+                "--data-dir".into(), dir.display().to_string(), "--listen".into(), format!("127.0.0.1:{}", free_port()),
+                "--pod-cidr".into(), format!("198.18.{}.0/24", 200 + i), "--bridge".into(), format!("flb{i}"),
+            ],
+            &cluster.dir.path().join(format!("agent-{i}.log")),
+        )
+    };
+    for i in 0..3 {
+        agents.push(Some(start_agent(i)));
+    }
+    let running = |addr: String| async move {
+        let request = ListRequest { kind: "Pod".into(), namespace: "default".into(), label_selector: "app=loss".into(), ..Default::default() };
+        let page = ClusterApiClient::new(channel(&addr)).list(request).await.map(|r| r.into_inner()).ok();
+        page.map(|p| {
+            p.items
+                .iter()
+                .map(|i| serde_json::from_slice::<Value>(i).unwrap())
+                .filter(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+                .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+    };
+    ClusterApiClient::new(channel(&addrs[0]))
+        .apply(ApplyRequest {
+            manifests: "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: loss}\nspec:\n  replicas: 6\n  selector: {matchLabels: {app: loss}}\n  template:\n    metadata: {labels: {app: loss}}\n    spec: {terminationGracePeriodSeconds: 1, containers: [{name: c, image: busybox:latest, command: [sleep, '3600']}]}\n".as_bytes().to_vec(),
+            default_namespace: "default".into(),
+            dry_run: false,
+        })
+        .await
+        .expect("apply");
+    let mut times = Vec::new();
+    for kill in 0..args.node_loss_kills {
+        let settle = Instant::now();
+        while running(addrs[0].clone()).await.len() < 6 && settle.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let victim = kill % 3;
+        let name = format!("bench-{victim}");
+        let on_victim = running(addrs[0].clone()).await.iter().filter(|n| **n == name).count();
+        let killed_at = Instant::now();
+        agents[victim] = None;
+        loop {
+            let nodes = running(addrs[1].clone()).await;
+            if nodes.len() >= 6 && !nodes.contains(&name) {
+                break;
+            }
+            if killed_at.elapsed() > Duration::from_secs(60) {
+                eprintln!("(c) kill {kill}: no recovery within 60 s");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = killed_at.elapsed();
+        eprintln!("(c) kill {}: {on_victim} pods on {name}, all 6 Running elsewhere after {:.2} s", kill + 1, took.as_secs_f64());
+        times.push(took.as_secs_f64());
+        agents[victim] = Some(start_agent(victim));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if !times.is_empty() {
+        let pick = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+        println!();
+        println!("(c) node loss, {} kills: pods Running elsewhere after p50 {:.2} s, p99 {:.2} s (target p99 ≤ 5 s)", times.len(), pick(0.5), pick(0.99));
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if args.deployments > 0 {
+        at_scale(&args).await;
+    }
+    if args.node_loss_kills > 0 {
+        node_loss(&args).await;
+    }
+}
