@@ -12,7 +12,9 @@ use flotilla_e2e::{channel, flotilla_bin, ProcessCluster};
 use serde_json::Value;
 
 fn manifest(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests")
+        .join(name)
 }
 
 /// Runs `flotilla --server SERVERS ARGS…` with stdin from `stdin`.
@@ -28,7 +30,12 @@ fn cli(servers: &str, args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .expect("run flotilla");
     if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
@@ -45,7 +52,11 @@ fn ok(output: Output) -> String {
 }
 
 fn fails(output: Output) -> String {
-    assert!(!output.status.success(), "expected failure, got: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        !output.status.success(),
+        "expected failure, got: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     String::from_utf8(output.stderr).unwrap()
 }
 
@@ -58,30 +69,67 @@ async fn apply_get_update_describe_delete_on_a_three_peer_cluster() {
 
     // Apply through peer 2; read back through every peer.
     let applied = ok(cli(&addrs[1], &["apply", "-f", web], None));
-    assert_eq!(applied, "configmap/web-config created\ndeployment.apps/web created\nservice/web created\n");
+    assert_eq!(
+        applied,
+        "configmap/web-config created\ndeployment.apps/web created\nservice/web created\n"
+    );
     for addr in &addrs {
         let table = ok(cli(addr, &["get", "deployments"], None));
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+        );
         assert!(lines[1].starts_with("web    0/3"), "{table}");
     }
-    let wide = ok(cli(&addrs[0], &["get", "deploy", "web", "-o", "wide"], None));
-    assert!(wide.contains("busybox:latest") && wide.contains("app=web"), "{wide}");
+    let wide = ok(cli(
+        &addrs[0],
+        &["get", "deploy", "web", "-o", "wide"],
+        None,
+    ));
+    assert!(
+        wide.contains("busybox:latest") && wide.contains("app=web"),
+        "{wide}"
+    );
     let yaml = ok(cli(&addrs[2], &["get", "deploy/web", "-o", "yaml"], None));
-    assert!(yaml.contains("kind: Deployment") && yaml.contains("replicas: 3"), "{yaml}");
-    let json: Value = serde_json::from_str(&ok(cli(&addrs[0], &["get", "svc", "web", "-o", "json"], None))).unwrap();
+    assert!(
+        yaml.contains("kind: Deployment") && yaml.contains("replicas: 3"),
+        "{yaml}"
+    );
+    let json: Value = serde_json::from_str(&ok(cli(
+        &addrs[0],
+        &["get", "svc", "web", "-o", "json"],
+        None,
+    )))
+    .unwrap();
     assert_eq!(json["spec"]["ports"][0]["targetPort"], 8080);
-    assert_eq!(ok(cli(&addrs[0], &["get", "cm", "-o", "name"], None)), "configmap/web-config\n");
+    assert_eq!(
+        ok(cli(&addrs[0], &["get", "cm", "-o", "name"], None)),
+        "configmap/web-config\n"
+    );
     let services = ok(cli(&addrs[0], &["get", "services", "-A"], None));
-    assert!(services.starts_with("NAMESPACE   NAME   TYPE"), "{services}");
+    assert!(
+        services.starts_with("NAMESPACE   NAME   TYPE"),
+        "{services}"
+    );
 
     // Re-applying changes nothing; a changed manifest updates in place.
     let again = ok(cli(&addrs[0], &["apply", "-f", web], None));
     assert!(again.contains("deployment.apps/web unchanged"), "{again}");
-    let scaled = std::fs::read_to_string(manifest("web.yaml")).unwrap().replace("replicas: 3", "replicas: 5");
+    let scaled = std::fs::read_to_string(manifest("web.yaml"))
+        .unwrap()
+        .replace("replicas: 3", "replicas: 5");
     let configured = ok(cli(&addrs[2], &["apply", "-f", "-"], Some(&scaled)));
-    assert!(configured.contains("deployment.apps/web configured"), "{configured}");
-    let json: Value = serde_json::from_str(&ok(cli(&addrs[1], &["get", "deploy", "web", "-o", "json"], None))).unwrap();
+    assert!(
+        configured.contains("deployment.apps/web configured"),
+        "{configured}"
+    );
+    let json: Value = serde_json::from_str(&ok(cli(
+        &addrs[1],
+        &["get", "deploy", "web", "-o", "json"],
+        None,
+    )))
+    .unwrap();
     assert_eq!(json["spec"]["replicas"], 5);
     assert_eq!(json["metadata"]["generation"], 2);
 
@@ -100,7 +148,10 @@ async fn apply_get_update_describe_delete_on_a_three_peer_cluster() {
     assert_eq!(conflict.code(), tonic::Code::Aborted, "{conflict:?}");
 
     let described = ok(cli(&addrs[0], &["describe", "deployment", "web"], None));
-    assert!(described.starts_with("Name:         web\nNamespace:    default\n"), "{described}");
+    assert!(
+        described.starts_with("Name:         web\nNamespace:    default\n"),
+        "{described}"
+    );
     assert!(described.contains("Events:"), "{described}");
 
     // Cascade: a replica set owned by the deployment goes with it.
@@ -110,11 +161,17 @@ async fn apply_get_update_describe_delete_on_a_three_peer_cluster() {
     );
     ok(cli(&addrs[0], &["apply", "-f", "-"], Some(&rs)));
     assert!(ok(cli(&addrs[0], &["get", "rs"], None)).contains("web-1"));
-    assert_eq!(ok(cli(&addrs[1], &["delete", "deployment", "web"], None)), "deployment.apps/web deleted\n");
+    assert_eq!(
+        ok(cli(&addrs[1], &["delete", "deployment", "web"], None)),
+        "deployment.apps/web deleted\n"
+    );
     let gone = fails(cli(&addrs[2], &["get", "rs", "web-1"], None));
     assert!(gone.contains("NotFound"), "{gone}");
     let missing = fails(cli(&addrs[0], &["get", "deploy", "web"], None));
-    assert_eq!(missing.trim(), "Error from server (NotFound): Deployment \"web\" not found");
+    assert_eq!(
+        missing.trim(),
+        "Error from server (NotFound): Deployment \"web\" not found"
+    );
 }
 
 /// (manifest, the exact error the user sees)
@@ -144,19 +201,34 @@ async fn bad_manifests_get_path_precise_errors_and_change_nothing() {
     let addr = cluster.peers[0].addr.clone();
     for (text, expected) in BAD_MANIFESTS {
         // A good ConfigMap first in the same file: the bad document must stop the whole apply.
-        let file = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: innocent}}\n---\n{text}");
+        let file =
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: innocent}}\n---\n{text}");
         let stderr = fails(cli(&addr, &["apply", "-f", "-"], Some(&file)));
-        assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
-        assert!(stderr.contains("Invalid"), "InvalidArgument is reported: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("Invalid"),
+            "InvalidArgument is reported: {stderr}"
+        );
     }
     let nothing = fails(cli(&addr, &["get", "cm", "innocent"], None));
-    assert!(nothing.contains("NotFound"), "nothing was half-applied: {nothing}");
+    assert!(
+        nothing.contains("NotFound"),
+        "nothing was half-applied: {nothing}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_peer_down_keeps_serving_two_down_refuse_writes_retryably() {
     let mut cluster = ProcessCluster::start(3).await;
-    let all = cluster.peers.iter().map(|p| p.addr.clone()).collect::<Vec<_>>().join(",");
+    let all = cluster
+        .peers
+        .iter()
+        .map(|p| p.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
     cluster.peer(1).kill9();
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: survivor}\ndata: {a: b}\n";
     // The CLI is given all three addresses; the dead one is skipped.
@@ -175,7 +247,10 @@ async fn one_peer_down_keeps_serving_two_down_refuse_writes_retryably() {
         .await
         .unwrap_err();
     assert!(
-        matches!(refused.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded),
+        matches!(
+            refused.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        ),
         "{refused:?}"
     );
     let read = api
@@ -189,7 +264,11 @@ async fn one_peer_down_keeps_serving_two_down_refuse_writes_retryably() {
         })
         .await
         .unwrap_err();
-    assert_eq!(read.code(), tonic::Code::Unavailable, "linearizable reads need a quorum too: {read:?}");
+    assert_eq!(
+        read.code(),
+        tonic::Code::Unavailable,
+        "linearizable reads need a quorum too: {read:?}"
+    );
     // A stale read still answers from the survivor's own state.
     let stale = api
         .get(GetRequest {
@@ -207,5 +286,8 @@ async fn one_peer_down_keeps_serving_two_down_refuse_writes_retryably() {
     cluster.peer(1).restart();
     cluster.peer(2).restart();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(ok(cli(&all, &["get", "cm", "survivor", "-o", "name"], None)).contains("configmap/survivor"));
+    assert!(
+        ok(cli(&all, &["get", "cm", "survivor", "-o", "name"], None))
+            .contains("configmap/survivor")
+    );
 }

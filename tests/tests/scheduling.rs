@@ -48,8 +48,15 @@ async fn list(addr: &str, kind: &str, labels: &str) -> Vec<Value> {
         label_selector: labels.into(),
         ..Default::default()
     };
-    let page = ClusterApiClient::new(channel(addr)).list(request).await.expect("list").into_inner();
-    page.items.iter().map(|i| serde_json::from_slice(i).unwrap()).collect()
+    let page = ClusterApiClient::new(channel(addr))
+        .list(request)
+        .await
+        .expect("list")
+        .into_inner();
+    page.items
+        .iter()
+        .map(|i| serde_json::from_slice(i).unwrap())
+        .collect()
 }
 
 /// Polls `check` every 100 ms until it returns Some, at most `timeout`.
@@ -75,7 +82,11 @@ fn node_yaml(name: &str, disk: &str, zone: &str) -> String {
 }
 
 /// Heartbeats for `nodes` every 200 ms while `alive` is set (as an agent would).
-fn heartbeats(addr: String, nodes: Vec<String>, alive: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+fn heartbeats(
+    addr: String,
+    nodes: Vec<String>,
+    alive: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while alive.load(Ordering::SeqCst) {
             let mut client = NodeApiClient::new(channel(&addr));
@@ -94,7 +105,10 @@ fn heartbeats(addr: String, nodes: Vec<String>, alive: Arc<AtomicBool>) -> tokio
 }
 
 fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
-    obj.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == kind)
+    obj.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,13 +123,20 @@ async fn pending_pods_are_placed_when_a_fitting_node_appears_and_leave_a_lost_no
         "apiVersion: v1\nkind: Pod\nmetadata: {name: wants-ssd}\nspec:\n  nodeSelector: {disk: ssd}\n  containers: [{name: c, image: busybox, resources: {requests: {cpu: 100m}}}]\n",
     )
     .await;
-    let message = eventually(Duration::from_secs(10), "unschedulable condition", || async {
-        let pod = get(&addr, "Pod", "wants-ssd").await?;
-        let c = condition(&pod, "PodScheduled")?;
-        (c["status"] == "False").then(|| c["message"].as_str().unwrap().to_string())
-    })
+    let message = eventually(
+        Duration::from_secs(10),
+        "unschedulable condition",
+        || async {
+            let pod = get(&addr, "Pod", "wants-ssd").await?;
+            let c = condition(&pod, "PodScheduled")?;
+            (c["status"] == "False").then(|| c["message"].as_str().unwrap().to_string())
+        },
+    )
     .await;
-    assert_eq!(message, "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.");
+    assert_eq!(
+        message,
+        "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+    );
 
     // A fitting node appears: the pod is placed on it.
     let ssd_alive = Arc::new(AtomicBool::new(true));
@@ -136,12 +157,17 @@ async fn pending_pods_are_placed_when_a_fitting_node_appears_and_leave_a_lost_no
         (condition(&node, "Ready")?["status"] != "True").then_some(())
     })
     .await;
-    eventually(Duration::from_secs(15), "pod removed from the lost node", || async {
-        get(&addr, "Pod", "wants-ssd").await.is_none().then_some(())
-    })
+    eventually(
+        Duration::from_secs(15),
+        "pod removed from the lost node",
+        || async { get(&addr, "Pod", "wants-ssd").await.is_none().then_some(()) },
+    )
     .await;
     let lease_and_margin = Duration::from_millis(2000 + 1000);
-    assert!(silent_at.elapsed() >= lease_and_margin, "evicted before the agent's lease ran out");
+    assert!(
+        silent_at.elapsed() >= lease_and_margin,
+        "evicted before the agent's lease ran out"
+    );
     // The node that kept heartbeating stayed Ready.
     let hdd = get(&addr, "Node", "hdd-1").await.unwrap();
     assert_eq!(condition(&hdd, "Ready").unwrap()["status"], "True");
@@ -165,11 +191,20 @@ async fn a_deployment_spreads_over_zones_and_replaces_deleted_pods() {
     .await;
     let pods = eventually(Duration::from_secs(15), "6 pods bound", || async {
         let pods = list(&addr, "Pod", "app=web").await;
-        (pods.len() == 6 && pods.iter().all(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()))).then_some(pods)
+        (pods.len() == 6
+            && pods.iter().all(|p| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+            }))
+        .then_some(pods)
     })
     .await;
     for name in &names {
-        let on = pods.iter().filter(|p| p["spec"]["nodeName"] == name.as_str()).count();
+        let on = pods
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == name.as_str())
+            .count();
         assert_eq!(on, 2, "replicas spread evenly; {name} has {on}");
     }
     // Delete a pod: the ReplicaSet replaces it.
@@ -188,7 +223,10 @@ async fn a_deployment_spreads_over_zones_and_replaces_deleted_pods() {
         .unwrap();
     eventually(Duration::from_secs(10), "replacement pod", || async {
         let pods = list(&addr, "Pod", "app=web").await;
-        let names: Vec<&str> = pods.iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = pods
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap())
+            .collect();
         (pods.len() == 6 && !names.contains(&victim.as_str())).then_some(())
     })
     .await;
@@ -196,8 +234,15 @@ async fn a_deployment_spreads_over_zones_and_replaces_deleted_pods() {
 }
 
 /// Heartbeats for `nodes` to every peer (only the leader accepts them).
-fn heartbeats_to_all(addrs: Vec<String>, nodes: Vec<String>, alive: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
-    addrs.into_iter().map(|a| heartbeats(a, nodes.clone(), alive.clone())).collect()
+fn heartbeats_to_all(
+    addrs: Vec<String>,
+    nodes: Vec<String>,
+    alive: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    addrs
+        .into_iter()
+        .map(|a| heartbeats(a, nodes.clone(), alive.clone()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,15 +259,28 @@ async fn leader_failover_during_scale_up_converges_to_exactly_the_desired_count(
         format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: grow}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: grow}}}}\n  template:\n    metadata: {{labels: {{app: grow}}}}\n    spec: {{containers: [{{name: c, image: busybox, resources: {{requests: {{cpu: 10m}}}}}}]}}\n")
     };
     apply(&addrs[0], &deployment(3)).await;
-    eventually(Duration::from_secs(15), "3 pods", || async { (list(&addrs[1], "Pod", "app=grow").await.len() == 3).then_some(()) }).await;
+    eventually(Duration::from_secs(15), "3 pods", || async {
+        (list(&addrs[1], "Pod", "app=grow").await.len() == 3).then_some(())
+    })
+    .await;
     // Scale up to 60 and kill the leader while the ReplicaSet is creating pods.
     apply(&addrs[1], &deployment(60)).await;
     let leader = cluster.leader().await;
     cluster.peer(leader).kill9();
-    let survivor = addrs.iter().enumerate().find(|(i, _)| *i as u64 + 1 != leader).unwrap().1.clone();
+    let survivor = addrs
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i as u64 + 1 != leader)
+        .unwrap()
+        .1
+        .clone();
     let pods = eventually(Duration::from_secs(30), "60 pods, all bound", || async {
         let pods = list(&survivor, "Pod", "app=grow").await;
-        let bound = pods.iter().all(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()));
+        let bound = pods.iter().all(|p| {
+            p["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty())
+        });
         (pods.len() == 60 && bound).then_some(pods)
     })
     .await;
@@ -230,7 +288,10 @@ async fn leader_failover_during_scale_up_converges_to_exactly_the_desired_count(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = list(&survivor, "Pod", "app=grow").await;
     assert_eq!(later.len(), 60, "replica count drifted after convergence");
-    let mut names: Vec<&str> = pods.iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = pods
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
     names.dedup();
     assert_eq!(names.len(), 60);
     alive.store(false, Ordering::SeqCst);

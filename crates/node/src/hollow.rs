@@ -54,7 +54,9 @@ impl HollowConfig {
     }
 
     pub fn node_names(&self) -> Vec<String> {
-        (0..self.count).map(|i| format!("{}-{i}", self.prefix)).collect()
+        (0..self.count)
+            .map(|i| format!("{}-{i}", self.prefix))
+            .collect()
     }
 }
 
@@ -90,7 +92,9 @@ pub async fn register(client: &ApiClient, config: &HollowConfig) -> Result<(), t
         let docs: Vec<String> = chunk
             .iter()
             .enumerate()
-            .map(|(i, name)| node_manifest(config, chunk_index * REGISTER_CHUNK + i, name).to_string())
+            .map(|(i, name)| {
+                node_manifest(config, chunk_index * REGISTER_CHUNK + i, name).to_string()
+            })
             .collect();
         let request = ApplyRequest {
             manifests: docs.join("\n---\n").into_bytes(),
@@ -110,7 +114,9 @@ pub async fn register(client: &ApiClient, config: &HollowConfig) -> Result<(), t
 /// The status a hollow node reports for a pod it "runs".
 /// A stable fake address for a pod, from its uid (inside 198.18.0.0/15).
 fn pod_ip(uid: &str) -> String {
-    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     format!("198.19.{}.{}", (hash >> 8) % 256, hash % 250 + 1)
 }
 
@@ -148,11 +154,22 @@ pub async fn run(config: HollowConfig) -> Result<(), tonic::Status> {
     tracing::info!(count = config.count, prefix = %config.prefix, "hollow nodes registered");
     let lease = Arc::new(Lease::new(config.lease));
     let beats = {
-        let (client, names, interval, lease) = (client.clone(), config.node_names(), config.heartbeat_interval, lease.clone());
+        let (client, names, interval, lease) = (
+            client.clone(),
+            config.node_names(),
+            config.heartbeat_interval,
+            lease.clone(),
+        );
         tokio::spawn(async move { heartbeat::run(client, names, interval, &lease).await })
     };
-    let source = Arc::new(ApiSource { client: client.clone() });
-    let pods = spawn_informer::<Pod, _>(source, Query::all(Kind::Pod).with_fields("spec.nodeName!="), std::future::pending());
+    let source = Arc::new(ApiSource {
+        client: client.clone(),
+    });
+    let pods = spawn_informer::<Pod, _>(
+        source,
+        Query::all(Kind::Pod).with_fields("spec.nodeName!="),
+        std::future::pending(),
+    );
     pods.wait_synced().await;
     let ours: HashSet<String> = config.node_names().into_iter().collect();
     let mut changes = pods.subscribe();
@@ -162,7 +179,10 @@ pub async fn run(config: HollowConfig) -> Result<(), tonic::Status> {
         let work: Vec<&Cached<Pod>> = snapshot
             .iter()
             .filter(|p| ours.contains(&p.object.spec.node_name))
-            .filter(|p| p.object.metadata.deletion_timestamp.is_some() || p.object.phase() == PodPhase::Pending)
+            .filter(|p| {
+                p.object.metadata.deletion_timestamp.is_some()
+                    || p.object.phase() == PodPhase::Pending
+            })
             .collect();
         if lease.valid(started) {
             futures::stream::iter(work)
@@ -202,7 +222,13 @@ async fn act(client: &ApiClient, cached: &Cached<Pod>) {
             .await
             .map(|_| ())
     } else {
-        let node_index = pod.spec.node_name.rsplit('-').next().and_then(|i| i.parse().ok()).unwrap_or(0);
+        let node_index = pod
+            .spec
+            .node_name
+            .rsplit('-')
+            .next()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0);
         let mut object = serde_json::to_value(&**pod).unwrap_or(Value::Null);
         object["apiVersion"] = json!("v1");
         object["kind"] = json!("Pod");

@@ -84,7 +84,9 @@ async fn try_connect(addr: &str) -> Result<Channel, tonic::transport::Error> {
 }
 
 async fn connect(addr: &str) -> Channel {
-    try_connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+    try_connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"))
 }
 
 /// One client on its own connection: sequential writes until the deadline or its op budget.
@@ -263,8 +265,12 @@ impl Drop for EtcdCluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             for i in 0..3 {
-                let log = std::fs::read_to_string(self.dir.path().join(format!("e{i}.log"))).unwrap_or_default();
-                eprintln!("--- etcd e{i} log (last lines):\n{}", log.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+                let log = std::fs::read_to_string(self.dir.path().join(format!("e{i}.log")))
+                    .unwrap_or_default();
+                eprintln!(
+                    "--- etcd e{i} log (last lines):\n{}",
+                    log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+                );
             }
         }
         for child in &mut self.children {

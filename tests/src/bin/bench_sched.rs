@@ -77,7 +77,11 @@ async fn count(addr: &str, kind: &str, fields: &str, labels: &str) -> usize {
             stale: true,
             ..Default::default()
         };
-        let Ok(page) = ClusterApiClient::new(channel(addr)).max_decoding_message_size(256 << 20).list(request).await else {
+        let Ok(page) = ClusterApiClient::new(channel(addr))
+            .max_decoding_message_size(256 << 20)
+            .list(request)
+            .await
+        else {
             return total;
         };
         let page = page.into_inner();
@@ -90,7 +94,11 @@ async fn count(addr: &str, kind: &str, fields: &str, labels: &str) -> usize {
 }
 
 fn deployment(i: usize, replicas: usize) -> String {
-    let ssd = if i % 5 == 0 { "\n      nodeSelector: {disk: ssd}" } else { "" };
+    let ssd = if i % 5 == 0 {
+        "\n      nodeSelector: {disk: ssd}"
+    } else {
+        ""
+    };
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d{i}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: d{i}}}}}\n  template:\n    metadata: {{labels: {{app: d{i}}}}}\n    spec:{ssd}\n      containers: [{{name: c, image: busybox, resources: {{requests: {{cpu: {}m, memory: {}Mi}}}}}}]\n",
         10 + (i % 7) * 5,
@@ -107,20 +115,36 @@ async fn at_scale(args: &Args) {
     let _hollow = spawn(
         &args.flotilla,
         &[
-            "agent".into(), "--name".into(), "hollow".into(), "--servers".into(), addrs.join(","),
-            "--hollow".into(), args.nodes.to_string(), "--listen".into(), format!("127.0.0.1:{}", free_port()),
+            "agent".into(),
+            "--name".into(),
+            "hollow".into(),
+            "--servers".into(),
+            addrs.join(","),
+            "--hollow".into(),
+            args.nodes.to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", free_port()),
         ],
         &hollow_log,
     );
     let started = Instant::now();
     while count(&addrs[0], "Node", "", "").await < args.nodes {
-        assert!(started.elapsed() < Duration::from_secs(args.timeout), "hollow nodes did not register");
+        assert!(
+            started.elapsed() < Duration::from_secs(args.timeout),
+            "hollow nodes did not register"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    eprintln!("(b) {} hollow nodes registered in {:.1} s", args.nodes, started.elapsed().as_secs_f64());
+    eprintln!(
+        "(b) {} hollow nodes registered in {:.1} s",
+        args.nodes,
+        started.elapsed().as_secs_f64()
+    );
     let total = args.deployments * args.replicas;
     let begin = Instant::now();
-    let docs: Vec<String> = (0..args.deployments).map(|i| deployment(i, args.replicas)).collect();
+    let docs: Vec<String> = (0..args.deployments)
+        .map(|i| deployment(i, args.replicas))
+        .collect();
     for chunk in docs.chunks(50) {
         ClusterApiClient::new(channel(&addrs[0]))
             .apply(ApplyRequest {
@@ -139,20 +163,29 @@ async fn at_scale(args: &Args) {
             break bound;
         }
         if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!("    {bound}/{total} bound after {:.0} s", begin.elapsed().as_secs_f64());
+            eprintln!(
+                "    {bound}/{total} bound after {:.0} s",
+                begin.elapsed().as_secs_f64()
+            );
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let secs = begin.elapsed().as_secs_f64();
     println!();
-    println!("(b) {} Deployments × {} replicas onto {} hollow nodes, 3 peers:", args.deployments, args.replicas, args.nodes);
+    println!(
+        "(b) {} Deployments × {} replicas onto {} hollow nodes, 3 peers:",
+        args.deployments, args.replicas, args.nodes
+    );
     println!("    applied in {:.1} s; {bound}/{total} pods bound and committed after {secs:.1} s: {:.0} pods/s", applied.as_secs_f64(), bound as f64 / secs);
 }
 
 /// (c): three real agents; kill one at a time and time the replacement.
 async fn node_loss(args: &Args) {
-    let image = args.image.clone().expect("--image busybox.tar for node loss");
+    let image = args
+        .image
+        .clone()
+        .expect("--image busybox.tar for node loss");
     std::env::set_var("FLOTILLA_BIN", &args.flotilla);
     let cluster = ProcessCluster::start(3).await;
     let addrs: Vec<String> = cluster.peers.iter().map(|p| p.addr.clone()).collect();
@@ -164,9 +197,19 @@ async fn node_loss(args: &Args) {
         spawn(
             &args.flotilla,
             &[
-                "agent".into(), "--name".into(), format!("bench-{i}"), "--servers".into(), addrs.join(","),
-                "--data-dir".into(), dir.display().to_string(), "--listen".into(), format!("127.0.0.1:{}", free_port()),
-                "--pod-cidr".into(), format!("198.18.{}.0/24", 200 + i), "--bridge".into(), format!("flb{i}"),
+                "agent".into(),
+                "--name".into(),
+                format!("bench-{i}"),
+                "--servers".into(),
+                addrs.join(","),
+                "--data-dir".into(),
+                dir.display().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{}", free_port()),
+                "--pod-cidr".into(),
+                format!("198.18.{}.0/24", 200 + i),
+                "--bridge".into(),
+                format!("flb{i}"),
             ],
             &cluster.dir.path().join(format!("agent-{i}.log")),
         )
@@ -175,13 +218,25 @@ async fn node_loss(args: &Args) {
         agents.push(Some(start_agent(i)));
     }
     let running = |addr: String| async move {
-        let request = ListRequest { kind: "Pod".into(), namespace: "default".into(), label_selector: "app=loss".into(), ..Default::default() };
-        let page = ClusterApiClient::new(channel(&addr)).list(request).await.map(|r| r.into_inner()).ok();
+        let request = ListRequest {
+            kind: "Pod".into(),
+            namespace: "default".into(),
+            label_selector: "app=loss".into(),
+            ..Default::default()
+        };
+        let page = ClusterApiClient::new(channel(&addr))
+            .list(request)
+            .await
+            .map(|r| r.into_inner())
+            .ok();
         page.map(|p| {
             p.items
                 .iter()
                 .map(|i| serde_json::from_slice::<Value>(i).unwrap())
-                .filter(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+                .filter(|p| {
+                    p["status"]["phase"] == "Running"
+                        && p["metadata"]["deletionTimestamp"].is_null()
+                })
                 .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
                 .collect::<Vec<_>>()
         })
@@ -198,12 +253,18 @@ async fn node_loss(args: &Args) {
     let mut times = Vec::new();
     for kill in 0..args.node_loss_kills {
         let settle = Instant::now();
-        while running(addrs[0].clone()).await.len() < 6 && settle.elapsed() < Duration::from_secs(60) {
+        while running(addrs[0].clone()).await.len() < 6
+            && settle.elapsed() < Duration::from_secs(60)
+        {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let victim = kill % 3;
         let name = format!("bench-{victim}");
-        let on_victim = running(addrs[0].clone()).await.iter().filter(|n| **n == name).count();
+        let on_victim = running(addrs[0].clone())
+            .await
+            .iter()
+            .filter(|n| **n == name)
+            .count();
         let killed_at = Instant::now();
         agents[victim] = None;
         loop {
@@ -218,7 +279,11 @@ async fn node_loss(args: &Args) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let took = killed_at.elapsed();
-        eprintln!("(c) kill {}: {on_victim} pods on {name}, all 6 Running elsewhere after {:.2} s", kill + 1, took.as_secs_f64());
+        eprintln!(
+            "(c) kill {}: {on_victim} pods on {name}, all 6 Running elsewhere after {:.2} s",
+            kill + 1,
+            took.as_secs_f64()
+        );
         times.push(took.as_secs_f64());
         agents[victim] = Some(start_agent(victim));
         tokio::time::sleep(Duration::from_secs(2)).await;

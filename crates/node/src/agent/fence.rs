@@ -77,7 +77,9 @@ impl Fence {
 /// Watches the lease until the task is dropped; while it has lapsed, kills whatever runs.
 pub async fn run(fence: Arc<Fence>, lease: Arc<Lease>, runtime: Arc<Runtime>, started: Instant) {
     let period = (lease.duration() / 20).min(MAX_CHECK_PERIOD);
+    let mut published = None;
     loop {
+        publish_lease(&lease, &runtime, &mut published);
         if lease.valid(started) {
             if fence.set(false) {
                 tracing::info!("lease renewed: the agent starts containers again");
@@ -96,6 +98,27 @@ pub async fn run(fence: Arc<Fence>, lease: Arc<Lease>, runtime: Arc<Runtime>, st
             kill_running(&fence, &runtime, &why).await;
         }
         tokio::time::sleep(period).await;
+    }
+}
+
+/// Writes the lease's expiry to the file the containers' shims watch, when it moved, so the
+/// containers stop on time even if this agent dies.
+fn publish_lease(lease: &Lease, runtime: &Runtime, published: &mut Option<Instant>) {
+    let (Some(path), Some(renewed)) = (runtime.config().lease_file.as_ref(), lease.last_renewed())
+    else {
+        return;
+    };
+    if *published == Some(renewed) {
+        return;
+    }
+    let now_ns = crate::runtime::lease::monotonic_now_ns();
+    let renewed_ns = now_ns.saturating_sub(renewed.elapsed().as_nanos() as u64);
+    let valid_until = renewed_ns + lease.duration().as_nanos() as u64;
+    match crate::runtime::lease::write(path, valid_until) {
+        Ok(()) => *published = Some(renewed),
+        Err(e) => {
+            tracing::error!(error = %e, path = %path.display(), "cannot publish the node lease")
+        }
     }
 }
 

@@ -38,7 +38,11 @@ impl Lease {
     /// Whether the lease is held now. Never renewed counts as held only until `duration` after
     /// `started`, so a fresh agent gets one lease to find the leader.
     pub fn valid(&self, started: Instant) -> bool {
-        let renewed = self.renewed_at.lock().expect("lease lock").unwrap_or(started);
+        let renewed = self
+            .renewed_at
+            .lock()
+            .expect("lease lock")
+            .unwrap_or(started);
         renewed.elapsed() < self.duration
     }
 
@@ -50,7 +54,9 @@ impl Lease {
 /// Sends heartbeats for `nodes` every `interval`, forever, renewing `lease` on each accepted one.
 /// Follows the leader: a peer that is not the leader names it, and the next beat goes there.
 pub async fn run(client: ApiClient, nodes: Vec<String>, interval: Duration, lease: &Lease) {
-    let Some((first, rest)) = nodes.split_first() else { return };
+    let Some((first, rest)) = nodes.split_first() else {
+        return;
+    };
     let request = HeartbeatRequest {
         node: first.clone(),
         lease_ms: lease.duration().as_millis() as u64,

@@ -209,6 +209,7 @@ fn runtime_config(config: &AgentConfig) -> RuntimeConfig {
     cni.plugin_dir = config.cni_plugin_dir.clone();
     cni.network_name = config.cni_network_name.clone();
     rc.network = Some(cni);
+    rc.lease_file = Some(state_dir.join("lease"));
     rc
 }
 

@@ -48,13 +48,18 @@ impl EventStream for ApiWatch {
                 "BOOKMARK" => EventType::Bookmark,
                 _ => return Err(ApiError::Expired(event.error)),
             };
-            let object: Value = serde_json::from_slice(&event.object).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let object: Value = serde_json::from_slice(&event.object)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             let revision = object
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 .and_then(|rv| rv.parse().ok())
                 .unwrap_or(0);
-            Ok(ObjectEvent { kind, object, revision })
+            Ok(ObjectEvent {
+                kind,
+                object,
+                revision,
+            })
         })
     }
 }
@@ -73,7 +78,11 @@ fn list_request(query: &Query, continue_token: Option<String>) -> ListRequest {
 }
 
 impl ObjectSource for ApiSource {
-    fn list(&self, query: &Query, continue_token: Option<String>) -> BoxFuture<'_, Result<Page, ApiError>> {
+    fn list(
+        &self,
+        query: &Query,
+        continue_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page, ApiError>> {
         let request = list_request(query, continue_token);
         Box::pin(async move {
             let page = self
@@ -97,7 +106,11 @@ impl ObjectSource for ApiSource {
         })
     }
 
-    fn watch(&self, query: &Query, after: i64) -> BoxFuture<'_, Result<Box<dyn EventStream>, ApiError>> {
+    fn watch(
+        &self,
+        query: &Query,
+        after: i64,
+    ) -> BoxFuture<'_, Result<Box<dyn EventStream>, ApiError>> {
         let request = WatchRequest {
             kind: query.kind.name().into(),
             namespace: query.namespace.clone().unwrap_or_default(),

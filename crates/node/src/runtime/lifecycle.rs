@@ -101,6 +101,7 @@ impl Runtime {
             rootfs_dir: rootfs_dir.to_path_buf(),
             cgroups_path,
             log_max_bytes: self.config.log_max_bytes,
+            lease_file: self.config.lease_file.clone(),
         };
         write_json_atomic(&paths.shim_spec(), &shim_spec)
     }

@@ -26,6 +26,8 @@ mod container;
 mod error;
 mod exec;
 mod helper;
+pub mod journal;
+pub mod lease;
 mod lifecycle;
 mod logfile;
 mod logs;

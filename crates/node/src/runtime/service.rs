@@ -46,6 +46,8 @@ pub struct RuntimeConfig {
     pub helper_timeout: Duration,
     /// Longest to wait for a shim to record an exit after its container died.
     pub shim_exit_timeout: Duration,
+    /// The node lease file shims watch (self-fencing without the agent); `None`: no watchdog.
+    pub lease_file: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -60,6 +62,7 @@ impl RuntimeConfig {
             start_timeout: Duration::from_secs(60),
             helper_timeout: Duration::from_secs(30),
             shim_exit_timeout: Duration::from_secs(30),
+            lease_file: None,
         }
     }
 }

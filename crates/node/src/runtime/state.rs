@@ -69,6 +69,10 @@ pub(crate) struct ShimSpec {
     pub cgroups_path: PathBuf,
     /// Bound of the live log file before it is rotated.
     pub log_max_bytes: u64,
+    /// The node lease the agent keeps renewed ([`crate::runtime::lease`]); when it lapses the
+    /// shim kills its container even if the agent itself is dead.
+    #[serde(default)]
+    pub lease_file: Option<PathBuf>,
 }
 
 /// Where a container is in its life, as its shim last recorded.

@@ -170,16 +170,43 @@ impl Shim {
         })
     }
 
+    /// Appends to the node's run journal (next to `containers/`, two levels above this shim's
+    /// directory). Best effort: a journal failure must not stop the container.
+    fn journal(&self, spec: &ShimSpec, event: crate::runtime::journal::RunEvent, at_ns: u64) {
+        let Some(state_dir) = self.paths.dir.parent().and_then(Path::parent) else {
+            return;
+        };
+        let record = crate::runtime::journal::RunRecord {
+            pod_uid: spec.pod_uid.clone(),
+            container: spec.name.clone(),
+            event,
+            at_ns,
+        };
+        let _ = crate::runtime::journal::append(state_dir, &record);
+    }
+
     fn supervise(&mut self, mut started: Started) -> i32 {
         self.state.phase = Phase::Running;
         self.state.init = Some(started.init);
-        self.state.started_at_ns = Some(unix_nanos(SystemTime::now()));
+        let started_at_ns = unix_nanos(SystemTime::now());
+        self.state.started_at_ns = Some(started_at_ns);
         self.save();
+        self.journal(
+            &started.spec,
+            crate::runtime::journal::RunEvent::Started,
+            started_at_ns,
+        );
         handshake(&format!("ok {}", started.init.pid));
         close_handshake();
 
         let status = pump(&self.paths, &started);
-        self.state.finished_at_ns = Some(unix_nanos(SystemTime::now()));
+        let finished_at_ns = unix_nanos(SystemTime::now());
+        self.state.finished_at_ns = Some(finished_at_ns);
+        self.journal(
+            &started.spec,
+            crate::runtime::journal::RunEvent::Stopped,
+            finished_at_ns,
+        );
         let (code, signal) = match status {
             Ok(WaitStatus::Exited(_, code)) => (code, None),
             Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, Some(sig as i32)),
@@ -230,16 +257,31 @@ fn pump(paths: &ContainerPaths, started: &Started) -> Result<WaitStatus, String>
     let mut exit = reap_children(init);
     let mut deadline = exit.map(|_| Instant::now() + DRAIN_AFTER_EXIT);
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut lease_checked = Instant::now();
     loop {
+        if exit.is_none() && lease_checked.elapsed() >= crate::runtime::lease::LEASE_CHECK_PERIOD {
+            lease_checked = Instant::now();
+            if let Some(lease) = &started.spec.lease_file {
+                if crate::runtime::lease::lapsed(lease) {
+                    // Self-fencing: the agent stopped renewing its lease (maybe it is dead).
+                    let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+                }
+            }
+        }
         let open = pipes.iter().flatten().count();
         match (exit, deadline) {
             (Some(status), _) if open == 0 => return Ok(status),
             (Some(status), Some(d)) if Instant::now() >= d => return Ok(status),
             _ => {}
         }
-        let timeout_ms = deadline.map_or(IDLE_POLL_MS, |d| {
+        let idle_ms = if started.spec.lease_file.is_some() {
+            crate::runtime::lease::LEASE_CHECK_PERIOD.as_millis() as u16
+        } else {
+            IDLE_POLL_MS
+        };
+        let timeout_ms = deadline.map_or(idle_ms, |d| {
             let left = d.saturating_duration_since(Instant::now()).as_millis();
-            left.min(u128::from(IDLE_POLL_MS)) as u16
+            left.min(u128::from(idle_ms)) as u16
         });
         let (pipe_ready, signal_ready) = wait_ready(&pipes, &sigfd, timeout_ms)?;
         for (slot, ready) in pipes.iter_mut().zip(pipe_ready) {

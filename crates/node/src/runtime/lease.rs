@@ -1,0 +1,57 @@
+//! The node lease file: the agent writes until when (on `CLOCK_MONOTONIC`, which every process
+//! of the host shares) its lease is valid; each container's shim reads it and kills its
+//! container once that time has passed. So the node self-fences (design decision 6) even when the
+//! agent process itself is dead, while an agent that restarts within the lease adopts its
+//! containers untouched.
+
+use std::path::Path;
+use std::time::Duration;
+
+/// How often a shim looks at the lease.
+pub const LEASE_CHECK_PERIOD: Duration = Duration::from_millis(200);
+
+/// Nanoseconds on the host's monotonic clock.
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Records that the lease holds until `valid_until_ns` (monotonic). Atomic (write + rename).
+pub fn write(path: &Path, valid_until_ns: u64) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, valid_until_ns.to_string())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Whether the lease recorded in `path` has run out. An absent or unreadable file is "not
+/// lapsed": no agent ever wrote one (a runtime used without an agent).
+pub fn lapsed(path: &Path) -> bool {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .is_ok_and(|until| monotonic_now_ns() > until),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lapses_only_after_the_recorded_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lease");
+        assert!(!lapsed(&path), "no file: nothing to enforce");
+        write(&path, monotonic_now_ns() + 60_000_000_000).unwrap();
+        assert!(!lapsed(&path));
+        write(&path, monotonic_now_ns().saturating_sub(1)).unwrap();
+        assert!(lapsed(&path));
+    }
+}
