@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use flotilla_api::cluster::cluster_api_client::ClusterApiClient;
 use flotilla_api::kv::cluster_client::ClusterClient;
 use flotilla_api::kv::kv_client::KvClient;
 use flotilla_api::kv::watch_client::WatchClient;
@@ -47,6 +48,11 @@ pub fn kv(addr: SocketAddr) -> Result<KvClient<Channel>, ChaosError> {
 
 pub fn watch(addr: SocketAddr) -> Result<WatchClient<Channel>, ChaosError> {
     Ok(WatchClient::new(channel(addr)?))
+}
+
+/// The Kubernetes-shaped Cluster API (objects as JSON).
+pub fn cluster_api(addr: SocketAddr) -> Result<ClusterApiClient<Channel>, ChaosError> {
+    Ok(ClusterApiClient::new(channel(addr)?))
 }
 
 pub fn cluster(addr: SocketAddr) -> Result<ClusterClient<Channel>, ChaosError> {

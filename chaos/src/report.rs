@@ -22,6 +22,9 @@ use crate::workload::watcher::WatcherOutcome;
 pub struct Report {
     pub scenario: String,
     pub seed: u64,
+    /// The register workload's API (`kv` or `configmap`).
+    #[serde(default)]
+    pub api: String,
     pub peers: u16,
     pub duration_ms: u64,
     /// The run's slot id (names start `flc-<run_id>-`).
@@ -87,6 +90,9 @@ pub struct WatcherSummary {
     pub caught_up: bool,
     pub events_dropped: u64,
     pub cancel_reasons: Vec<String>,
+    /// Streams that ended on a compacted ("too old") revision.
+    #[serde(default)]
+    pub too_old: u32,
 }
 
 impl From<&WatcherOutcome> for WatcherSummary {
@@ -98,6 +104,7 @@ impl From<&WatcherOutcome> for WatcherSummary {
             caught_up: w.caught_up,
             events_dropped: w.events_dropped,
             cancel_reasons: w.cancel_reasons.clone(),
+            too_old: w.too_old,
         }
     }
 }
@@ -169,9 +176,10 @@ impl fmt::Display for Report {
         let w = &self.workload;
         writeln!(
             f,
-            "scenario {} seed {} ({} peers, {:.1} s, run {} on {}): {}",
+            "scenario {} seed {} ({} workload, {} peers, {:.1} s, run {} on {}): {}",
             self.scenario,
             self.seed,
+            self.api,
             self.peers,
             self.duration_ms as f64 / 1000.0,
             self.run_id,
@@ -433,6 +441,7 @@ mod tests {
         Report {
             scenario: "kill".into(),
             seed: 7,
+            api: "configmap".into(),
             peers: 3,
             duration_ms: 20_000,
             run_id: "10a".into(),
@@ -487,7 +496,7 @@ mod tests {
         assert_eq!(back, report);
         let text = report.to_string();
         assert!(
-            text.starts_with("scenario kill seed 7 (3 peers, 20.0 s"),
+            text.starts_with("scenario kill seed 7 (configmap workload, 3 peers, 20.0 s"),
             "{text}"
         );
         assert!(text.contains("kill [2] 2.0-5.0s"), "{text}");

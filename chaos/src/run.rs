@@ -32,12 +32,13 @@ use crate::net::RunSlot;
 use crate::report::{self, Report, WatcherSummary};
 use crate::scenario::{self, Faketime, Scenario};
 use crate::sys;
-use crate::verify::{self, CheckResult, Member};
+use crate::verify::{self, CheckResult, Fence, Member};
 use crate::workload::committed::{self, CommittedEntry};
+use crate::workload::configmap::ConfigMapRegisters;
 use crate::workload::kv::KvRegisters;
-use crate::workload::register::{self, RegisterConfig};
-use crate::workload::watcher::{self, WatchGoal, WatcherConfig, WatcherOutcome};
-use crate::workload::{CHAOS_PREFIX, REGISTER_PREFIX};
+use crate::workload::register::{self, RegisterBackend, RegisterConfig};
+use crate::workload::watcher::{self, WatchGoal, WatchSource, WatcherConfig, WatcherOutcome};
+use crate::workload::Workload;
 
 /// Where libfaketime may be installed.
 pub const FAKETIME_LIBRARIES: &[&str] = &[
@@ -66,11 +67,16 @@ pub const MAX_WATCH_EVENTS: usize = 2_000_000;
 
 const PROBE_PREFIX: &str = "chaos/probe/";
 const FENCE_KEY: &str = "chaos/fence";
+/// The configmap workload's fence: a ConfigMap in a namespace of its own.
+const FENCE_NAMESPACE: &str = "flotilla-chaos";
+const FENCE_NAME: &str = "fence";
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub scenario: String,
     pub seed: u64,
+    /// The register backend and the API the watchers use.
+    pub workload: Workload,
     pub duration: Duration,
     pub peers: u16,
     pub flotilla: PathBuf,
@@ -86,7 +92,8 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// A run with the default workload: 8 keys, 6 clients, 2 watchers, at most 50 000 ops.
+    /// A run with the default workload: ConfigMap registers through the Cluster API, 8 keys,
+    /// 6 clients, 2 watchers, at most 50 000 ops.
     pub fn new(
         scenario: &str,
         seed: u64,
@@ -97,6 +104,7 @@ impl RunConfig {
         RunConfig {
             scenario: scenario.to_string(),
             seed,
+            workload: Workload::ConfigMap,
             duration,
             peers: 3,
             flotilla,
@@ -139,7 +147,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, ChaosError> {
             return Err(e);
         }
     };
-    tracing::info!(scenario = scenario.name, seed = config.seed, peers, slot = %slot, faults = schedule.len(), dir = %run_dir.display(), "run starts");
+    tracing::info!(scenario = scenario.name, seed = config.seed, workload = %config.workload, peers, slot = %slot, faults = schedule.len(), dir = %run_dir.display(), "run starts");
     let cluster: SharedCluster = Arc::new(Mutex::new(Cluster::create(options).await?));
     let collected = drive(config, &cluster, &schedule, &run_dir).await;
     let cleanup = cluster.lock().await.teardown().await;
@@ -159,6 +167,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, ChaosError> {
     let report = Report {
         scenario: scenario.name.to_string(),
         seed: config.seed,
+        api: config.workload.name().to_string(),
         peers,
         duration_ms,
         run_id: slot.id(),
@@ -284,7 +293,7 @@ fn open_recorder(run_dir: &Path, clock: RunClock) -> Result<Recorder<BufWriter<F
 
 fn workload_config(config: &RunConfig) -> RegisterConfig {
     RegisterConfig {
-        key_prefix: REGISTER_PREFIX.to_string(),
+        key_prefix: config.workload.register_prefix().to_string(),
         keys: config.keys,
         clients: config.clients,
         max_ops: config.max_ops,
@@ -305,10 +314,15 @@ fn start_watchers(config: &RunConfig, start_revision: i64, endpoints: &Endpoints
     let (goal, goal_rx) = watch::channel(WatchGoal::Follow);
     let mut tasks = JoinSet::new();
     let deadline = Instant::now() + config.duration + WATCH_LIFETIME_AFTER_WORKLOAD;
+    let source = match config.workload {
+        Workload::Kv => WatchSource::Kv,
+        Workload::ConfigMap => WatchSource::ConfigMaps,
+    };
     for i in 0..config.watchers {
         let watcher = WatcherConfig {
             name: format!("watcher-{i}"),
-            prefix: REGISTER_PREFIX.to_string(),
+            source,
+            prefix: config.workload.watch_prefix().to_string(),
             start_revision,
             stall_timeout: WATCH_STALL_TIMEOUT,
             max_events: MAX_WATCH_EVENTS,
@@ -334,14 +348,8 @@ async fn drive(
     let (stop_monitor, stop_rx) = watch::channel(false);
     monitor.spawn(nemesis::monitor_exits(cluster.clone(), clock, stop_rx));
     let mut watchers = start_watchers(config, start_revision, &endpoints);
-    let backend = Arc::new(KvRegisters);
     let (ops, faults) = tokio::join!(
-        register::run(
-            backend,
-            workload_config(config),
-            recorder.clone(),
-            endpoints
-        ),
+        run_registers(config, recorder.clone(), endpoints),
         nemesis::run_schedule(cluster.clone(), schedule, clock)
     );
     let ops = ops?;
@@ -354,8 +362,9 @@ async fn drive(
     );
     let heal_notes = nemesis::heal_all(cluster, clock).await;
     let members = serving_members(cluster).await;
-    let (mut checks, committed) = live_checks(&members, config.keys, &recorder).await?;
-    let watchers = drain_watchers(&mut watchers, &committed).await;
+    let (mut checks, committed) =
+        live_checks(&members, config.workload, config.keys, &recorder).await?;
+    let watchers = drain_watchers(&mut watchers, &committed, config.workload).await;
     let _ = stop_monitor.send(true);
     let _ = monitor.join_next().await;
     let mut exits = cluster.lock().await.take_exits();
@@ -365,7 +374,13 @@ async fn drive(
     })?;
     recorder.finish()?;
     let history = load_history(run_dir)?;
-    checks.extend(judge(&history, &committed, &watchers, &faults, &exits));
+    let recorded = Recorded {
+        workload: config.workload,
+        history: &history,
+        committed: &committed,
+        watchers: &watchers,
+    };
+    checks.extend(judge(&recorded, &faults, &exits));
     Ok(Collected {
         faults,
         workload_ms,
@@ -377,9 +392,31 @@ async fn drive(
     })
 }
 
+/// Runs the register workload through the API `config.workload` names.
+async fn run_registers<W: std::io::Write + Send + 'static>(
+    config: &RunConfig,
+    recorder: Arc<Recorder<W>>,
+    endpoints: Endpoints,
+) -> Result<u64, ChaosError> {
+    async fn with<B: RegisterBackend, W: std::io::Write + Send + 'static>(
+        backend: B,
+        config: &RunConfig,
+        recorder: Arc<Recorder<W>>,
+        endpoints: Endpoints,
+    ) -> Result<u64, ChaosError> {
+        let settings = workload_config(config);
+        register::run(Arc::new(backend), settings, recorder, endpoints).await
+    }
+    match config.workload {
+        Workload::Kv => with(KvRegisters, config, recorder, endpoints).await,
+        Workload::ConfigMap => with(ConfigMapRegisters, config, recorder, endpoints).await,
+    }
+}
+
 /// The checks that need the healed cluster; returns them and the committed history.
 async fn live_checks<W: std::io::Write + Send>(
     members: &[Member],
+    workload: Workload,
     keys: u32,
     recorder: &Recorder<W>,
 ) -> Result<(Vec<CheckResult>, Vec<CommittedEntry>), ChaosError> {
@@ -387,17 +424,33 @@ async fn live_checks<W: std::io::Write + Send>(
         verify::check_serving_writes(members, PROBE_PREFIX).await,
         verify::check_convergence(members).await,
     ];
-    let (committed, replay_check) = replay_everywhere(members).await;
+    let (committed, replay_check) = replay_everywhere(members, workload).await;
     checks.push(replay_check);
-    checks.push(verify::final_reads(members, REGISTER_PREFIX, keys, recorder).await?);
+    let prefix = workload.register_prefix();
+    let decode = |bytes: &[u8]| workload.decode(bytes);
+    checks.push(verify::final_reads(members, prefix, keys, recorder, &decode).await?);
     Ok((checks, committed))
+}
+
+fn fence(workload: Workload) -> Fence<'static> {
+    match workload {
+        Workload::Kv => Fence::Key(FENCE_KEY),
+        Workload::ConfigMap => Fence::ConfigMap {
+            namespace: FENCE_NAMESPACE,
+            name: FENCE_NAME,
+        },
+    }
 }
 
 /// Replays the committed history on every member after a fence write; the first member's
 /// replay is returned for the watch checker, and the check says whether all agree.
-async fn replay_everywhere(members: &[Member]) -> (Vec<CommittedEntry>, CheckResult) {
+async fn replay_everywhere(
+    members: &[Member],
+    workload: Workload,
+) -> (Vec<CommittedEntry>, CheckResult) {
     let name = "history-agreement";
-    let fence = match verify::write_fence(members, FENCE_KEY).await {
+    let prefix = workload.replay_prefix();
+    let fence = match verify::write_fence(members, fence(workload)).await {
         Ok(revision) => revision,
         Err(e) => {
             return (
@@ -408,7 +461,7 @@ async fn replay_everywhere(members: &[Member]) -> (Vec<CommittedEntry>, CheckRes
     };
     let mut replays = Vec::new();
     for member in members {
-        match committed::replay(member.addr, CHAOS_PREFIX, fence, REPLAY_TIMEOUT).await {
+        match committed::replay(member.addr, prefix, fence, REPLAY_TIMEOUT).await {
             Ok(entries) => replays.push((member.host, entries)),
             Err(e) => {
                 return (
@@ -451,10 +504,11 @@ async fn replay_everywhere(members: &[Member]) -> (Vec<CommittedEntry>, CheckRes
 async fn drain_watchers(
     watchers: &mut Watchers,
     committed: &[CommittedEntry],
+    workload: Workload,
 ) -> Vec<WatcherOutcome> {
     let target = committed
         .iter()
-        .filter(|e| e.key.starts_with(REGISTER_PREFIX))
+        .filter(|e| e.key.starts_with(workload.watch_prefix()))
         .map(|e| e.revision)
         .max()
         .unwrap_or(0);
@@ -481,17 +535,19 @@ async fn drain_watchers(
 
 /// The checks on recorded data: linearizability, watches, acknowledged writes, peer exits and
 /// whether every fault was carried out.
-fn judge(
-    history: &History,
-    committed: &[CommittedEntry],
-    watchers: &[WatcherOutcome],
-    faults: &[FaultRecord],
-    exits: &[PeerExit],
-) -> Vec<CheckResult> {
+/// What the run recorded, for the checks that judge it.
+struct Recorded<'a> {
+    workload: Workload,
+    history: &'a History,
+    committed: &'a [CommittedEntry],
+    watchers: &'a [WatcherOutcome],
+}
+
+fn judge(recorded: &Recorded<'_>, faults: &[FaultRecord], exits: &[PeerExit]) -> Vec<CheckResult> {
     vec![
-        linearizability_check(history),
-        watch_check(committed, watchers),
-        acknowledged_check(history, committed),
+        linearizability_check(recorded.history),
+        watch_check(recorded.committed, recorded.watchers),
+        acknowledged_check(recorded),
         exits_check(exits),
         nemesis_check(faults),
     ]
@@ -520,11 +576,26 @@ fn watch_check(committed: &[CommittedEntry], watchers: &[WatcherOutcome]) -> Che
     let logs: Vec<WatcherLog> = watchers.iter().map(|w| w.log.clone()).collect();
     let report = check_watches(&committed::committed_history(committed), &logs);
     let verdict = without_history(committed, report.verdict);
-    CheckResult::new("watch", verdict, report.to_string(), &report)
+    let too_old: u32 = watchers.iter().map(|w| w.too_old).sum();
+    let mut summary = report.to_string();
+    if too_old > 0 {
+        summary.push_str(&format!(
+            "; {too_old} streams ended \"too old\" (compacted revision)"
+        ));
+    }
+    CheckResult::new("watch", verdict, summary, &report)
 }
 
-fn acknowledged_check(history: &History, committed: &[CommittedEntry]) -> CheckResult {
-    let report = committed::check_acknowledged(history, committed, REGISTER_PREFIX);
+fn acknowledged_check(recorded: &Recorded<'_>) -> CheckResult {
+    let workload = recorded.workload;
+    let committed = recorded.committed;
+    let decode = |bytes: &[u8]| workload.decode(bytes);
+    let report = committed::check_acknowledged(
+        recorded.history,
+        committed,
+        workload.register_prefix(),
+        &decode,
+    );
     let summary = format!(
         "{} acknowledged writes, {} committed register writes, {} problems",
         report.acknowledged_writes, report.committed_register_writes, report.problems_total

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use flotilla_api::cluster::ApplyRequest;
 use flotilla_api::kv::{PutRequest, RangeRequest, StatusResponse};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -16,7 +17,8 @@ use crate::checker::Verdict;
 use crate::client;
 use crate::error::ChaosError;
 use crate::history::{OpKind, Outcome, Recorder};
-use crate::workload::kv::decode_value;
+use crate::workload::committed::Decode;
+use crate::workload::configmap;
 use crate::workload::prefix_end;
 use crate::workload::register::key_name;
 
@@ -211,13 +213,29 @@ pub async fn check_convergence(members: &[Member]) -> CheckResult {
     CheckResult::new("convergence", Verdict::Invalid, summary, &statuses)
 }
 
-/// Writes the fence key through any member and returns its revision.
-pub async fn write_fence(members: &[Member], fence_key: &str) -> Result<i64, ChaosError> {
+/// The end-of-run fence: a write under the replayed prefix after everything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence<'a> {
+    /// A KV key.
+    Key(&'a str),
+    /// A ConfigMap, applied through the Cluster API together with its namespace, so that it lies
+    /// outside the namespace the register watchers watch.
+    ConfigMap { namespace: &'a str, name: &'a str },
+}
+
+/// Writes the fence through any member and returns its revision.
+pub async fn write_fence(members: &[Member], fence: Fence<'_>) -> Result<i64, ChaosError> {
     let deadline = Instant::now() + AVAILABILITY_BOUND;
     let mut last = String::new();
     while Instant::now() < deadline {
         for member in members {
-            match put(member.addr, fence_key, "fence").await {
+            let written = match fence {
+                Fence::Key(key) => put(member.addr, key, "fence").await,
+                Fence::ConfigMap { namespace, name } => {
+                    apply_fence(member.addr, namespace, name).await
+                }
+            };
+            match written {
                 Ok(revision) => return Ok(revision),
                 Err(e) => last = e.to_string(),
             }
@@ -231,6 +249,42 @@ pub async fn write_fence(members: &[Member], fence_key: &str) -> Result<i64, Cha
     })
 }
 
+/// Applies namespace `namespace` and ConfigMap `name` in it with a new value; returns the
+/// ConfigMap's resourceVersion.
+async fn apply_fence(addr: SocketAddr, namespace: &str, name: &str) -> Result<i64, ChaosError> {
+    let mut api = client::cluster_api(addr)?;
+    let what = "fence apply";
+    let ns = serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
+    });
+    let value = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+        .to_string();
+    let mut revision = None;
+    for manifest in [
+        ns.to_string().into_bytes(),
+        configmap::manifest(namespace, name, &value),
+    ] {
+        let request = ApplyRequest {
+            manifests: manifest,
+            default_namespace: namespace.into(),
+            dry_run: false,
+        };
+        let response = client::with_deadline(what, PROBE_TIMEOUT, api.apply(request)).await?;
+        revision = response
+            .results
+            .iter()
+            .filter(|r| r.kind == "ConfigMap")
+            .filter_map(|r| serde_json::from_slice(&r.object).ok())
+            .find_map(|object| configmap::resource_version(&object));
+    }
+    revision.ok_or_else(|| ChaosError::Rpc {
+        context: what.into(),
+        message: "the applied ConfigMap has no resourceVersion".into(),
+    })
+}
+
 /// Register key → (value, mod revision) as one member returned it.
 type FinalState = BTreeMap<String, (u64, i64)>;
 
@@ -238,6 +292,7 @@ async fn range(
     addr: SocketAddr,
     prefix: &str,
     serializable: bool,
+    decode: Decode<'_>,
 ) -> Result<FinalState, ChaosError> {
     let mut kv = client::kv(addr)?;
     let request = RangeRequest {
@@ -253,7 +308,7 @@ async fn range(
         .map(|kv| {
             (
                 String::from_utf8_lossy(&kv.key).into_owned(),
-                (decode_value(&kv.value), kv.mod_revision),
+                (decode(&kv.value), kv.mod_revision),
             )
         })
         .collect())
@@ -261,12 +316,14 @@ async fn range(
 
 /// Reads every register through every member: a linearizable read (recorded as one read op
 /// per key, for the linearizability checker) and a serializable one; all serializable reads
-/// must be identical.
+/// must be identical. Both go through the KV API (every workload's registers are keys of the
+/// store), `decode` reading the stored values.
 pub async fn final_reads<W: Write + Send>(
     members: &[Member],
     prefix: &str,
     keys: u32,
     recorder: &Recorder<W>,
+    decode: Decode<'_>,
 ) -> Result<CheckResult, ChaosError> {
     let mut states: Vec<(u16, Result<FinalState, String>)> = Vec::new();
     for member in members {
@@ -276,7 +333,7 @@ pub async fn final_reads<W: Write + Send>(
             .iter()
             .map(|key| recorder.invoke(process, key, OpKind::Read))
             .collect::<Result<Vec<_>, _>>()?;
-        let linearizable = range(member.addr, prefix, false).await;
+        let linearizable = range(member.addr, prefix, false, decode).await;
         for (id, key) in ids.into_iter().zip(&names) {
             let outcome = match &linearizable {
                 Ok(state) => Outcome::Ok {
@@ -286,7 +343,7 @@ pub async fn final_reads<W: Write + Send>(
             };
             recorder.complete(id, outcome)?;
         }
-        let serializable = range(member.addr, prefix, true)
+        let serializable = range(member.addr, prefix, true, decode)
             .await
             .map_err(|e| e.to_string());
         states.push((member.host, serializable));

@@ -1,7 +1,7 @@
 //! Smoke test of the real harness: a 3-peer cluster in network namespaces under the `kill`
-//! scenario and then a majority/minority partition, ~20 s each with the register workload,
-//! through the `flotilla-chaos` binary. Every check must be valid and nothing may be left
-//! behind. Needs root and the `flotilla` binary (`$FLOTILLA_BIN`, or next to this test's target
+//! scenario and then a majority/minority partition, 15 s each with ConfigMap registers through
+//! the Cluster API, and a 10 s `kill` run with KV registers, through the `flotilla-chaos`
+//! binary. Every check must be valid and nothing may be left behind. Needs root and the `flotilla` binary (`$FLOTILLA_BIN`, or next to this test's target
 //! directory: `cargo build -p flotilla-cli --bin flotilla`).
 
 use std::path::{Path, PathBuf};
@@ -41,9 +41,9 @@ fn find_report(out: &Path) -> Report {
     serde_json::from_str(&text).expect("report.json parses as a Report")
 }
 
-/// Runs `scenario` with `seed` for 20 s and asserts that every check passed and the run left
-/// nothing behind.
-fn check_run(scenario: &str, seed: u64) {
+/// Runs `scenario` with `seed` and the `workload` API for `duration` and asserts that every
+/// check passed and the run left nothing behind.
+fn check_run(scenario: &str, seed: u64, workload: &str, duration: &str) {
     let out = tempfile::tempdir().expect("temporary directory");
     let output = Command::new(env!("CARGO_BIN_EXE_flotilla-chaos"))
         .args([
@@ -53,7 +53,9 @@ fn check_run(scenario: &str, seed: u64) {
             "--seed",
             &seed.to_string(),
             "--duration",
-            "20s",
+            duration,
+            "--workload",
+            workload,
         ])
         .arg("--flotilla")
         .arg(flotilla_bin())
@@ -64,6 +66,7 @@ fn check_run(scenario: &str, seed: u64) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let report = find_report(out.path());
+    assert_eq!(report.api, workload, "{scenario}: the run used another API");
     for check in &report.checks {
         assert_eq!(
             check.verdict,
@@ -116,11 +119,12 @@ fn assert_nothing_left(run_id: &str) {
 }
 
 #[test]
-fn kill_and_partition_runs_are_valid_and_leave_nothing_behind() {
+fn kill_and_partition_runs_through_both_apis_are_valid_and_leave_nothing_behind() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the chaos smoke test needs root (network namespaces, iptables)"
     );
-    check_run("kill", 1);
-    check_run("partition-majority", 2);
+    check_run("kill", 1, "configmap", "15s");
+    check_run("partition-majority", 2, "configmap", "15s");
+    check_run("kill", 3, "kv", "10s");
 }

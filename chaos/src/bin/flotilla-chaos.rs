@@ -14,6 +14,7 @@ use flotilla_chaos::matrix::{self, MatrixConfig};
 use flotilla_chaos::report::matrix_table;
 use flotilla_chaos::run::{self, RunConfig};
 use flotilla_chaos::scenario::SCENARIOS;
+use flotilla_chaos::workload::Workload;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +44,9 @@ enum Command {
 
 #[derive(clap::Args, Clone)]
 struct Common {
+    /// The registers' API: ConfigMaps through the Cluster API, or keys of the KV API.
+    #[arg(long, value_enum, default_value_t = Workload::ConfigMap)]
+    workload: Workload,
     /// How long the workload runs (e.g. 60s, 2m, 500ms).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
@@ -129,6 +133,7 @@ fn run_config(scenario: &str, seed: u64, common: Common) -> anyhow::Result<RunCo
         flotilla_path(common.flotilla)?,
         common.out,
     );
+    config.workload = common.workload;
     config.peers = common.peers;
     config.keys = common.keys;
     config.clients = common.clients;

@@ -25,7 +25,6 @@ use crate::checker::Verdict;
 use crate::client;
 use crate::error::ChaosError;
 use crate::history::{History, Op, OpKind, Outcome, Value};
-use crate::workload::kv::decode_value;
 use crate::workload::prefix_end;
 
 /// Events one replay may hold.
@@ -145,13 +144,18 @@ pub struct AcknowledgedReport {
     pub problems: Vec<String>,
 }
 
-/// Checks the register ops of `history` (keys under `prefix`) against the committed entries.
+/// How a stored register value decodes (it depends on the workload's API).
+pub type Decode<'a> = &'a dyn Fn(&[u8]) -> Value;
+
+/// Checks the register ops of `history` (keys under `prefix`) against the committed entries,
+/// whose values `decode` reads.
 pub fn check_acknowledged(
     history: &History,
     entries: &[CommittedEntry],
     prefix: &str,
+    decode: Decode<'_>,
 ) -> AcknowledgedReport {
-    let committed = committed_writes(entries, prefix);
+    let committed = committed_writes(entries, prefix, decode);
     let mut problems: Vec<String> = history
         .ops()
         .iter()
@@ -181,13 +185,17 @@ pub fn check_acknowledged(
 /// (key, value) → the revisions that put it, for puts under `prefix`.
 type CommittedWrites<'a> = HashMap<(&'a str, Value), Vec<i64>>;
 
-fn committed_writes<'a>(entries: &'a [CommittedEntry], prefix: &str) -> CommittedWrites<'a> {
+fn committed_writes<'a>(
+    entries: &'a [CommittedEntry],
+    prefix: &str,
+    decode: Decode<'_>,
+) -> CommittedWrites<'a> {
     let mut committed: CommittedWrites<'a> = HashMap::new();
     let puts = entries
         .iter()
         .filter(|e| e.key.starts_with(prefix) && e.kind == EventKind::Put);
     for e in puts {
-        let value = decode_value(&e.value);
+        let value = decode(&e.value);
         committed
             .entry((e.key.as_str(), value))
             .or_default()
@@ -276,7 +284,8 @@ mod tests {
 
     fn check(ops: Vec<Op>, entries: &[CommittedEntry], expected_problems: &[&str]) {
         let history = History::from_ops(ops).unwrap();
-        let report = check_acknowledged(&history, entries, "r/");
+        let report =
+            check_acknowledged(&history, entries, "r/", &crate::workload::kv::decode_value);
         assert_eq!(
             report.problems.len(),
             expected_problems.len(),
