@@ -135,7 +135,7 @@ pub fn channel(addr: &str) -> Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
         .connect_lazy()
 }
 
