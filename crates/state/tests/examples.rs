@@ -15,12 +15,16 @@ fn every_example_is_accepted() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let objects = flotilla_state::parse_manifests(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let objects = flotilla_state::parse_manifests(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!objects.is_empty(), "{} is empty", path.display());
         for object in objects {
             admit(object, "default").unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             checked += 1;
         }
     }
-    assert!(checked >= 8, "expected the shipped examples, found {checked} objects");
+    assert!(
+        checked >= 8,
+        "expected the shipped examples, found {checked} objects"
+    );
 }
