@@ -142,7 +142,8 @@ pub async fn run(
             node.clone(),
             heartbeats.clone(),
         )));
-    let server = router.serve_with_incoming_shutdown(flotilla_consensus::incoming(listener), shutdown);
+    let server =
+        router.serve_with_incoming_shutdown(flotilla_consensus::incoming(listener), shutdown);
     let bootstrap = ensure_default_namespace(&api);
     let leader_loops = leader::supervise(
         node.clone(),
