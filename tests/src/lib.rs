@@ -14,6 +14,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tonic::transport::Channel;
 
+pub mod agent;
+pub mod dev;
+pub mod user;
+
 /// The etcd v3 KV subset used as a benchmark baseline.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");

@@ -3,12 +3,12 @@
 //! manifests, cascading delete, and what happens with one and with two peers down.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use flotilla_api::cluster::cluster_api_client::ClusterApiClient;
 use flotilla_api::cluster::{GetRequest, ObjectRef, ObjectRequest};
-use flotilla_e2e::{channel, flotilla_bin, ProcessCluster};
+use flotilla_e2e::user::{cli, fails, ok};
+use flotilla_e2e::{channel, ProcessCluster};
 use serde_json::Value;
 
 fn manifest(name: &str) -> PathBuf {
@@ -18,48 +18,6 @@ fn manifest(name: &str) -> PathBuf {
 }
 
 /// Runs `flotilla --server SERVERS ARGS…` with stdin from `stdin`.
-fn cli(servers: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(flotilla_bin())
-        .arg("--server")
-        .arg(servers)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run flotilla");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "flotilla failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn fails(output: Output) -> String {
-    assert!(
-        !output.status.success(),
-        "expected failure, got: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stderr).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_get_update_describe_delete_on_a_three_peer_cluster() {
     let cluster = ProcessCluster::start(3).await;

@@ -4,157 +4,34 @@
 //! more containers running than replicas: the dead node's containers stopped themselves when its
 //! lease lapsed, before the leader replaced them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flotilla_api::cluster::cluster_api_client::ClusterApiClient;
 use flotilla_api::cluster::{ApplyRequest, ListRequest};
 use flotilla_chaos::checker::overlap::{check_no_overlap, OverlapConfig, PodEvent, PodRecord};
 use flotilla_chaos::checker::Verdict;
-use flotilla_e2e::{channel, flotilla_bin, free_port, ProcessCluster};
+use flotilla_e2e::agent::{busybox_image, Agent, AgentOptions, Bridges};
+use flotilla_e2e::{channel, ProcessCluster};
 use serde_json::Value;
 
 const REPLICAS: usize = 6;
 
-struct Agent {
-    name: String,
-    dir: PathBuf,
-    child: Option<Child>,
-    args: Vec<String>,
-}
-
-impl Agent {
-    fn start(
-        name: &str,
-        dir: &Path,
-        server: &str,
-        subnet: u8,
-        bridge: &str,
-        image: &Path,
-    ) -> Agent {
-        std::fs::create_dir_all(dir.join("images/import")).unwrap();
-        std::fs::copy(image, dir.join("images/import/busybox.tar")).unwrap();
-        let args = vec![
-            "agent".into(),
-            "--name".into(),
-            name.into(),
-            "--servers".into(),
-            server.into(),
-            "--data-dir".into(),
-            dir.display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--pod-cidr".into(),
-            format!("198.18.{subnet}.0/24"),
-            "--bridge".into(),
-            bridge.into(),
-            "--stop-pods-on-exit".into(),
-        ];
-        let mut agent = Agent {
-            name: name.into(),
-            dir: dir.to_path_buf(),
-            child: None,
-            args,
-        };
-        agent.spawn();
-        agent
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("agent.log"))
-            .unwrap();
-        self.child = Some(
-            Command::new(flotilla_bin())
-                .args(&self.args)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM: the agent stops its pods (`--stop-pods-on-exit`) and exits.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn journal(&self) -> Vec<PodRecord> {
-        let text =
-            std::fs::read_to_string(self.dir.join("runtime/journal.jsonl")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .map(|r| PodRecord {
-                pod_uid: r["pod_uid"].as_str().unwrap().to_string(),
-                host: self.name.clone(),
-                event: if r["event"] == "started" {
-                    PodEvent::Started
-                } else {
-                    PodEvent::Stopped
-                },
-                at_ns: r["at_ns"].as_u64().unwrap(),
-            })
-            .collect()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Deletes the pod bridges once the agents are gone (CNI leaves them behind).
-struct Bridges(Vec<String>);
-
-impl Drop for Bridges {
-    fn drop(&mut self) {
-        for bridge in &self.0 {
-            let _ = Command::new("ip").args(["link", "del", bridge]).status();
-        }
-    }
-}
-
-fn busybox_image(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("Debian's busybox-static");
-    for applet in ["sh", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let out = dir.join("busybox.tar");
-    let status = Command::new(flotilla_bin())
-        .args(["image", "pack"])
-        .arg(&root)
-        .args(["--tag", "busybox:latest", "--cmd", "sh", "-o"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    out
+/// The agent's run journal as the overlap checker's records.
+fn journal(agent: &Agent) -> Vec<PodRecord> {
+    let text = std::fs::read_to_string(agent.journal_path()).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|r| PodRecord {
+            pod_uid: r["pod_uid"].as_str().unwrap().to_string(),
+            host: agent.name.clone(),
+            event: if r["event"] == "started" {
+                PodEvent::Started
+            } else {
+                PodEvent::Stopped
+            },
+            at_ns: r["at_ns"].as_u64().unwrap(),
+        })
+        .collect()
 }
 
 /// Running pods of the deployment: (uid, node).
@@ -188,20 +65,21 @@ async fn running(addr: &str) -> Vec<(String, String)> {
 async fn sigkill_of_an_agent_moves_its_pods_and_no_pod_runs_twice() {
     let cluster = ProcessCluster::start(1).await;
     let addr = cluster.peers[0].addr.clone();
-    let image = busybox_image(cluster.dir.path());
+    let image = busybox_image(cluster.dir.path(), "busybox:latest");
     let tag = format!("{:04x}", std::process::id() % 0xffff);
     let _bridges = Bridges((0..3).map(|i| format!("fl{tag}{i}")).collect());
     let mut agents: Vec<Agent> = (0..3)
         .map(|i| {
             let name = format!("loss-{i}");
-            Agent::start(
-                &name,
-                &cluster.dir.path().join(&name),
-                &addr,
-                150 + i as u8,
-                &format!("fl{tag}{i}"),
-                &image,
-            )
+            Agent::start(AgentOptions {
+                name: &name,
+                dir: &cluster.dir.path().join(&name),
+                servers: &addr,
+                subnet: 150 + i as u8,
+                bridge: &format!("fl{tag}{i}"),
+                labels: "",
+                images: std::slice::from_ref(&image),
+            })
         })
         .collect();
     ClusterApiClient::new(channel(&addr))
@@ -248,7 +126,7 @@ async fn sigkill_of_an_agent_moves_its_pods_and_no_pod_runs_twice() {
 
     // Let the dead node's shims record their self-fencing stop, then judge the journals.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let records: Vec<PodRecord> = agents.iter().flat_map(|a| a.journal()).collect();
+    let records: Vec<PodRecord> = agents.iter().flat_map(journal).collect();
     let count = |host: Option<&str>, event: PodEvent| {
         records
             .iter()
