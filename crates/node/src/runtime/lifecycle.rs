@@ -19,7 +19,7 @@ use super::container::ContainerId;
 use super::error::{IoContext, RuntimeError};
 use super::helper::{run_helper, wait_exit};
 use super::mounts::remove_dir_safely;
-use super::oci::{build_spec, OciInput};
+use super::oci::{build_spec, ensure_working_dir, OciInput};
 use super::procs::ProcIdentity;
 use super::sandbox::Sandbox;
 use super::service::{Runtime, MAX_LISTED};
@@ -76,6 +76,7 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         let cgroups_path =
             cgroups::container_cgroup(&self.config.cgroup_parent, &sandbox.pod_uid, id.as_str());
+        ensure_working_dir(spec.rootfs.path(), &spec.working_dir)?;
         let oci = build_spec(&OciInput {
             argv: &spec.argv,
             env: &spec.env,

@@ -13,7 +13,7 @@ use oci_spec::runtime::{
     SpecBuilder, UserBuilder,
 };
 
-use super::error::RuntimeError;
+use super::error::{IoContext, RuntimeError};
 use super::spec::{Resources, UserSpec, VolumeMount, MAX_SPEC_ITEMS};
 
 /// The CFS period every CPU limit is expressed in (Kubernetes' default, 100 ms).
@@ -193,6 +193,33 @@ fn check_container_path(what: &str, path: &str) -> Result<(), RuntimeError> {
             what,
             format!("{path:?} must be absolute, without '..'"),
         ));
+    }
+    Ok(())
+}
+
+/// Creates the working directory inside `rootfs` when the image lacks it, as runc and
+/// containerd do (a Kubernetes `workingDir` need not exist in the image). Only missing plain
+/// directories are created; a symlink or file on the way is left alone — following it would
+/// resolve against the host, not the container — and the container start reports it.
+pub fn ensure_working_dir(rootfs: &Path, dir: &str) -> Result<(), RuntimeError> {
+    if dir.is_empty() {
+        return Ok(());
+    }
+    check_container_path("workingDir", dir)?;
+    let mut path = rootfs.to_path_buf();
+    for component in Path::new(dir).components() {
+        let Component::Normal(name) = component else {
+            continue;
+        };
+        path.push(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_dir() => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&path).ctx("creating the working directory", &path)?;
+            }
+            Err(e) => return Err(RuntimeError::io("inspecting", &path, e)),
+        }
     }
     Ok(())
 }
@@ -399,6 +426,30 @@ pub fn cpu_quota_us(limit_millis: u64) -> i64 {
 
 fn oci_error(e: oci_spec::OciSpecError) -> RuntimeError {
     RuntimeError::invalid("OCI spec", e.to_string())
+}
+
+#[cfg(test)]
+mod working_dir_tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_working_dir_is_created_inside_the_rootfs() {
+        let root = tempfile::tempdir().unwrap();
+        ensure_working_dir(root.path(), "/srv/app/data").unwrap();
+        assert!(root.path().join("srv/app/data").is_dir());
+        ensure_working_dir(root.path(), "/srv/app").unwrap();
+        ensure_working_dir(root.path(), "").unwrap();
+    }
+
+    #[test]
+    fn symlinks_in_the_image_are_not_followed_out_of_the_rootfs() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("www")).unwrap();
+        ensure_working_dir(root.path(), "/www/site").unwrap();
+        assert!(!outside.path().join("site").exists(), "nothing created outside");
+        assert!(ensure_working_dir(root.path(), "/../etc").is_err());
+    }
 }
 
 #[cfg(test)]

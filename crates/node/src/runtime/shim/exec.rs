@@ -75,6 +75,7 @@ fn spawn(paths: &ContainerPaths, argv: Vec<String>) -> Result<Pid, String> {
         .try_clone_to_owned()
         .map_err(|e| format!("dup stderr: {e}"))?;
     let stdin = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
+    let cwd = container_cwd(paths)?;
     ContainerBuilder::new(spec.id, SyscallType::default())
         .with_root_path(paths.youki_root())
         .map_err(|e| error_chain(&e))?
@@ -82,9 +83,23 @@ fn spawn(paths: &ContainerPaths, argv: Vec<String>) -> Result<Pid, String> {
         .with_stdout(stdout)
         .with_stderr(stderr)
         .as_tenant()
+        .with_cwd(Some(cwd))
         .with_container_args(argv)
         .build()
         .map_err(|e| format!("exec: {}", error_chain(&e)))
+}
+
+/// The container's working directory (its `workingDir`), where exec'd commands start, as in
+/// Kubernetes.
+fn container_cwd(paths: &ContainerPaths) -> Result<PathBuf, String> {
+    let config = paths.bundle().join("config.json");
+    let spec = oci_spec::runtime::Spec::load(&config)
+        .map_err(|e| format!("reading {}: {e}", config.display()))?;
+    Ok(spec
+        .process()
+        .as_ref()
+        .map(|p| p.cwd().clone())
+        .unwrap_or_else(|| PathBuf::from("/")))
 }
 
 /// Waits for the command, killing it when `timeout_ms` passes first.
