@@ -46,6 +46,9 @@ pub const MAX_CLIENT_REQUEST_BYTES: usize = types::limits::MAX_REQUEST_BYTES + 6
 /// Largest response the KV service encodes: a full range page plus framing.
 pub const MAX_CLIENT_RESPONSE_BYTES: usize =
     types::limits::MAX_RANGE_RESPONSE_BYTES + 16 * 1024 * 1024;
+/// HTTP/2 streams a client may reset before the server accepted them, per connection, before
+/// the server closes the connection (h2's default is 20; see [`router`]).
+pub const PENDING_ACCEPT_RESETS_MAX: usize = 1024;
 
 /// Accepted connections of a gRPC server, with Nagle's algorithm off. Without this, a server
 /// fed through `serve_with_incoming` answers small requests only after the peer's delayed ACK
@@ -58,10 +61,16 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
 
 /// A gRPC router serving the Raft transport and the store's client API for `node`. Callers may
 /// add more services before serving it.
+///
+/// Peers cancel Raft RPCs at their deadline (an append is given one heartbeat interval), which
+/// resets the HTTP/2 stream; a busy peer that has not yet accepted those streams would answer
+/// h2's default of 20 such resets by closing the whole connection (`too_many_resets`), taking
+/// every in-flight heartbeat and append with it. The bound is raised, not removed.
 pub fn router(node: Arc<StoreNode>) -> Router {
     let kv = kv_service::KvService::new(node.clone());
     Server::builder()
         .tcp_nodelay(true)
+        .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESETS_MAX))
         .add_service(
             RaftTransportServer::new(transport_service::TransportService::new(node))
                 .max_decoding_message_size(network::MAX_PEER_MESSAGE_BYTES)
