@@ -17,8 +17,10 @@ pub const MAX_AGENTS: usize = 32;
 const SERVER_BASE_PORT: u16 = 7101;
 /// First loopback port of agent APIs.
 const AGENT_BASE_PORT: u16 = 7201;
-/// How long `down` waits after SIGTERM before SIGKILL.
+/// How long `down` waits for servers after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long `down` waits for agents, which stop their pods first (each within its grace period).
+const AGENT_STOP_GRACE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Member {
@@ -126,10 +128,12 @@ pub fn up(dir: &Path, servers: usize, agents: usize, hollow: Option<usize>) -> a
             "--pod-cidr".into(),
             format!("198.18.{}.0/24", 100 + i),
             "--bridge".into(),
-            format!("flc{}", i + 1),
+            bridge_name(&name),
         ];
-        if let Some(n) = hollow {
-            args.extend(["--hollow".into(), n.to_string()]);
+        match hollow {
+            Some(n) => args.extend(["--hollow".into(), n.to_string()]),
+            // `cluster down` stops everything: pods, their mounts and namespaces included.
+            None => args.push("--stop-pods-on-exit".into()),
         }
         members.push(spawn(dir, "agent", &name, &addr, args)?);
     }
@@ -153,6 +157,11 @@ fn alive(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
 
+/// The pod bridge of agent `agent-N`: `flcN`.
+fn bridge_name(agent: &str) -> String {
+    format!("flc{}", agent.trim_start_matches("agent-"))
+}
+
 pub fn down(dir: &Path, wipe: bool) -> anyhow::Result<()> {
     let path = state_file(dir);
     let file: ClusterFile = serde_json::from_slice(
@@ -166,13 +175,25 @@ pub fn down(dir: &Path, wipe: bool) -> anyhow::Result<()> {
         for m in &members {
             let _ = kill(Pid::from_raw(m.pid as i32), Signal::SIGTERM);
         }
-        let deadline = Instant::now() + STOP_GRACE;
+        let grace = if role == "agent" {
+            AGENT_STOP_GRACE
+        } else {
+            STOP_GRACE
+        };
+        let deadline = Instant::now() + grace;
         while members.iter().any(|m| alive(m.pid)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
         for m in members.iter().filter(|m| alive(m.pid)) {
             let _ = kill(Pid::from_raw(m.pid as i32), Signal::SIGKILL);
         }
+    }
+    for m in file.members.iter().filter(|m| m.role == "agent") {
+        // CNI's bridge plugin leaves the pod bridge behind when the last pod goes.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &bridge_name(&m.name)])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
     fs::remove_file(&path)?;
     if wipe {
