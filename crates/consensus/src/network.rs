@@ -30,6 +30,57 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// Largest append payload sent in one call; bigger batches are split (openraft resends fewer
 /// entries on `PayloadTooLarge`).
 pub const APPEND_PAYLOAD_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Bounds of the per-target append budget (see [`AppendBudget`]).
+pub const APPEND_BUDGET_MIN_BYTES: usize = 32 * 1024;
+pub const APPEND_BUDGET_MAX_BYTES: usize = 4 * 1024 * 1024;
+const APPEND_BUDGET_START_BYTES: usize = 1024 * 1024;
+
+/// How many bytes of entries one append to a target may carry. openraft gives an append one
+/// heartbeat interval and drops it when that passes, so a batch a busy follower cannot decode,
+/// write and fsync in time would time out forever and the follower would never catch up. The
+/// budget shrinks to a quarter after an append was dropped unfinished and grows by a quarter
+/// after each one that completed, between [`APPEND_BUDGET_MIN_BYTES`] and
+/// [`APPEND_BUDGET_MAX_BYTES`]; larger batches are split through `PayloadTooLarge`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendBudget {
+    bytes: usize,
+    in_flight: bool,
+}
+
+impl Default for AppendBudget {
+    fn default() -> Self {
+        AppendBudget {
+            bytes: APPEND_BUDGET_START_BYTES,
+            in_flight: false,
+        }
+    }
+}
+
+impl AppendBudget {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Called before sending `entries` entries of `size` bytes: `Some(n)` asks for at most `n`
+    /// entries instead. An append still marked in flight was dropped at its deadline.
+    pub fn admit(&mut self, entries: usize, size: usize) -> Option<usize> {
+        if self.in_flight {
+            self.bytes = (self.bytes / 4).max(APPEND_BUDGET_MIN_BYTES);
+            self.in_flight = false;
+        }
+        if size > self.bytes && entries > 1 {
+            return Some((entries * self.bytes / size).clamp(1, entries - 1));
+        }
+        self.in_flight = true;
+        None
+    }
+
+    /// The append admitted last has completed (whatever its answer).
+    pub fn completed(&mut self) {
+        self.in_flight = false;
+        self.bytes = (self.bytes + self.bytes / 4).min(APPEND_BUDGET_MAX_BYTES);
+    }
+}
 
 /// Channels to peers, shared by Raft replication and request forwarding.
 #[derive(Clone)]
@@ -93,6 +144,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .client(target, &node.addr)
                 .map_err(|e| e.to_string()),
             rpc_timeout: self.rpc_timeout,
+            append_budget: AppendBudget::default(),
         }
     }
 }
@@ -101,6 +153,7 @@ pub struct PeerConnection {
     target: NodeId,
     client: Result<RaftTransportClient<Channel>, String>,
     rpc_timeout: Duration,
+    append_budget: AppendBudget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,14 +227,16 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         let timeout = option.hard_ttl().min(self.rpc_timeout);
         let size = bincode::serialized_size(&rpc).unwrap_or(0) as usize;
-        if size > APPEND_PAYLOAD_MAX_BYTES && rpc.entries.len() > 1 {
-            // Ask openraft to resend fewer entries per call rather than fail at the gRPC limit.
-            let fits = (rpc.entries.len() * APPEND_PAYLOAD_MAX_BYTES / size).max(1);
+        // Ask openraft to resend fewer entries per call rather than time out or fail at the
+        // gRPC limit.
+        if let Some(fits) = self.append_budget.admit(rpc.entries.len(), size) {
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint(fits as u64),
             ));
         }
-        self.call(RpcKind::Append, &rpc, timeout).await
+        let result = self.call(RpcKind::Append, &rpc, timeout).await;
+        self.append_budget.completed();
+        result
     }
 
     async fn install_snapshot(
@@ -237,4 +292,39 @@ pub async fn read_index(
     let mut req = tonic::Request::new(ReadIndexRequest {});
     req.set_timeout(timeout);
     Ok(client.read_index(req).await?.into_inner().read_index)
+}
+
+const _: () = assert!(APPEND_BUDGET_MAX_BYTES <= APPEND_PAYLOAD_MAX_BYTES);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_over_budget_is_split_in_proportion() {
+        let mut budget = AppendBudget::default();
+        let start = budget.bytes();
+        assert_eq!(budget.admit(100, start * 4), Some(25));
+        assert_eq!(budget.admit(2, start * 100), Some(1));
+        assert_eq!(budget.admit(1, start * 100), None, "one entry always goes");
+    }
+
+    #[test]
+    fn a_dropped_append_shrinks_the_budget_and_completions_grow_it_back() {
+        let mut budget = AppendBudget::default();
+        let start = budget.bytes();
+        assert_eq!(budget.admit(10, 1000), None);
+        // Never completed: openraft dropped it at its deadline.
+        assert_eq!(budget.admit(10, 1000), None);
+        assert_eq!(budget.bytes(), start / 4);
+        for _ in 0..100 {
+            assert_eq!(budget.admit(1, 10), None);
+            budget.completed();
+        }
+        assert_eq!(budget.bytes(), APPEND_BUDGET_MAX_BYTES);
+        for _ in 0..100 {
+            budget.admit(1, 10);
+        }
+        assert_eq!(budget.bytes(), APPEND_BUDGET_MIN_BYTES);
+    }
 }
