@@ -1,5 +1,6 @@
-//! Removing what runs leave behind: peer processes, tmpfs mounts, the root veth and the network
-//! namespaces (whose iptables rules and tc qdiscs go with them). Everything is found by the
+//! Removing what runs leave behind: peer and agent processes, the agents' containers, mounts and
+//! pod cgroups (through [`crate::podclean`]), tmpfs mounts, the root veth and the network
+//! namespaces (whose iptables rules, tc qdiscs, pod bridges and veths go with them). Everything is found by the
 //! [`NAME_PREFIX`] its name carries, so `flotilla-chaos clean` can tidy up after a crashed or
 //! killed harness, and a finished run removes exactly its own slot.
 //!
@@ -15,6 +16,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::net::{slot_of_name, NAME_PREFIX};
+use crate::podclean;
 use crate::sys;
 
 /// How long to wait for killed processes to disappear before removing their namespaces.
@@ -27,6 +29,9 @@ pub struct CleanReport {
     pub mounts: Vec<String>,
     pub links: Vec<String>,
     pub namespaces: Vec<String>,
+    /// Pod cgroups of the run's agents.
+    #[serde(default)]
+    pub cgroups: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -36,6 +41,7 @@ impl CleanReport {
             && self.mounts.is_empty()
             && self.links.is_empty()
             && self.namespaces.is_empty()
+            && self.cgroups.is_empty()
     }
 }
 
@@ -51,7 +57,9 @@ pub enum Which {
 }
 
 impl Which {
-    fn matches(&self, name: &str) -> bool {
+    /// Whether `name` (a namespace, link, mount source or path component) belongs to a
+    /// selected run.
+    pub fn matches(&self, name: &str) -> bool {
         match (self, slot_of_name(name)) {
             (_, None) => false,
             (Which::All, Some(_)) => true,
@@ -114,6 +122,10 @@ pub fn clean(which: &Which) -> CleanReport {
     let mut report = CleanReport::default();
     let namespaces = list_namespaces(which, &mut report);
     kill_processes(which, &namespaces, &mut report);
+    let agent_dirs = podclean::registered_agent_dirs(which);
+    for (_, dir) in &agent_dirs {
+        podclean::clean_agent_dir(dir, &mut report);
+    }
     unmount_tmpfs(which, &mut report);
     delete_links(which, &mut report);
     for ns in namespaces {
@@ -130,8 +142,10 @@ pub fn clean(which: &Which) -> CleanReport {
     if let Which::Slot(slot) = which {
         slots.insert(*slot);
     }
+    slots.extend(agent_dirs.iter().map(|(slot, _)| *slot));
     for slot in slots {
         forget_owner(slot);
+        podclean::forget_agent_dirs(slot);
     }
     report
 }

@@ -1,6 +1,7 @@
 //! A run's cluster: the bridge network (a namespace of its own holding a Linux bridge, plus one
-//! veth from the root namespace so the harness reaches every host), the hosts on it, the
-//! optional delay proxy, and the list of endpoints clients may use.
+//! veth from the root namespace so the harness reaches every host), the hosts on it — server
+//! peers first (hosts `1..=peers`), then node agents (`peers+1..=peers+agents`) —, the optional
+//! delay proxy, and the list of endpoints clients may use (server peers only).
 //!
 //! [`Cluster`] is the teardown guard: [`Cluster::teardown`] stops every process and removes the
 //! run's namespaces, veths and mounts; if it was never called (an error or a panic unwound past
@@ -17,8 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clean::{self, CleanReport, Which};
 use crate::error::ChaosError;
-use crate::host::{Host, HostOptions, HostState, Launch};
+use crate::host::{AgentLaunch, Host, HostOptions, HostRole, HostState, Launch};
+use crate::image;
 use crate::net::{self, NetError, RunSlot};
+use crate::podclean;
 use crate::proxy::DelayProxy;
 use crate::sys;
 
@@ -70,6 +73,8 @@ pub struct ClusterOptions {
     pub slot: RunSlot,
     pub run_dir: PathBuf,
     pub peers: u16,
+    /// Node agents running real containers (0: none).
+    pub agents: u16,
     pub host: HostOptions,
     /// Route peer-to-peer traffic through the delay proxy.
     pub delay_proxy: bool,
@@ -110,6 +115,7 @@ impl Cluster {
             let launch = Launch::Initial(initial.clone());
             cluster.add_host(number, launch).await?;
         }
+        cluster.add_agents().await?;
         for host in &mut cluster.hosts {
             host.start()?;
         }
@@ -144,6 +150,51 @@ impl Cluster {
         Ok(())
     }
 
+    /// Creates the agent hosts (not started): registers their data directories for the
+    /// clean-up first, then packs the image once and stages it in each.
+    async fn add_agents(&mut self) -> Result<(), ChaosError> {
+        if self.options.agents == 0 {
+            return Ok(());
+        }
+        let first = self.options.peers + 1;
+        let numbers: Vec<u16> = (first..first + self.options.agents).collect();
+        let hosts_dir = self.options.run_dir.join("hosts");
+        let data_dirs: Vec<PathBuf> = numbers
+            .iter()
+            .map(|&n| hosts_dir.join(self.slot.host_netns(n)).join("data"))
+            .collect();
+        podclean::register_agent_dirs(self.slot.index(), &data_dirs)
+            .map_err(|e| ChaosError::io("registering the agents' directories", e))?;
+        let image = image::pack_busybox(&self.options.host.flotilla, &self.options.run_dir).await?;
+        let servers = self.server_addrs().join(",");
+        for (i, &number) in numbers.iter().enumerate() {
+            let launch = Launch::Agent(AgentLaunch {
+                name: self.slot.host_netns(number),
+                servers: servers.clone(),
+                pod_cidr: net::pod_cidr(self.slot, i as u16 + 1)?,
+                bridge: self.slot.pod_bridge(number),
+            });
+            let options = HostOptions {
+                tmpfs_bytes: None,
+                faketime_lib: None,
+                ..self.options.host.clone()
+            };
+            let host = Host::create(self.slot, number, &hosts_dir, options, None, launch).await?;
+            image::stage(&image, &host.data_dir())?;
+            self.hosts.push(host);
+        }
+        Ok(())
+    }
+
+    /// `HOST:PORT` of every server host (what agents are told to dial).
+    fn server_addrs(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|h| h.role == HostRole::Server)
+            .map(|h| h.addr.to_string())
+            .collect()
+    }
+
     /// Creates a fresh host and starts its peer with `--join via`. Returns its number.
     pub async fn add_joining_host(&mut self, via: SocketAddr) -> Result<u16, ChaosError> {
         let number = self.hosts.len() as u16 + 1;
@@ -171,11 +222,20 @@ impl Cluster {
             .ok_or_else(|| ChaosError::Config(format!("no host {number}")))
     }
 
-    /// Numbers of the hosts that are cluster members (not retired), ascending.
+    /// Numbers of the server hosts that are cluster members (not retired), ascending.
     pub fn members(&self) -> Vec<u16> {
         self.hosts
             .iter()
-            .filter(|h| h.state != HostState::Retired)
+            .filter(|h| h.role == HostRole::Server && h.state != HostState::Retired)
+            .map(|h| h.number)
+            .collect()
+    }
+
+    /// Numbers of the agent hosts, ascending.
+    pub fn agents(&self) -> Vec<u16> {
+        self.hosts
+            .iter()
+            .filter(|h| h.role == HostRole::Agent)
             .map(|h| h.number)
             .collect()
     }
@@ -192,7 +252,7 @@ impl Cluster {
         let serving = self
             .hosts
             .iter()
-            .filter(|h| h.is_serving())
+            .filter(|h| h.role == HostRole::Server && h.is_serving())
             .map(|h| Endpoint {
                 peer: u64::from(h.number),
                 addr: h.addr,
@@ -255,11 +315,16 @@ impl Cluster {
         std::mem::take(&mut self.exits)
     }
 
-    /// Stops every process and removes the run's network, mounts and namespaces.
+    /// Stops every process (agents first) and removes the run's network, mounts, namespaces
+    /// and the agents' leftovers (containers, mounts, pod cgroups).
     pub async fn teardown(&mut self) -> CleanReport {
+        // Agents first, while the control plane still answers them: they stop their pods.
+        self.hosts
+            .sort_by_key(|h| (h.role == HostRole::Server, h.number));
         for host in &mut self.hosts {
             host.shut_down().await;
         }
+        self.hosts.sort_by_key(|h| h.number);
         self.proxy = None;
         self.torn_down = true;
         let slot = self.slot.index();

@@ -153,6 +153,10 @@ pub enum Fault {
     RollingRestart,
     /// Shift the target's wall clock (libfaketime) by `offset_s`; heal: no shift.
     ClockSkew { target: Target, offset_s: i64 },
+    /// kill -9 of one node agent (agent `pick % agents` of the agents of that moment); its
+    /// shims and containers keep running until the lease's self-fencing stops them. Heal:
+    /// restart the agent, which adopts or tears down what is left.
+    AgentLoss { pick: u64 },
 }
 
 impl Fault {
@@ -175,6 +179,7 @@ impl Fault {
             Fault::Membership { .. } => "membership",
             Fault::RollingRestart => "rolling-restart",
             Fault::ClockSkew { .. } => "clock-skew",
+            Fault::AgentLoss { .. } => "agent-loss",
         }
     }
 
@@ -184,6 +189,8 @@ impl Fault {
             Fault::RollingRestart => Timing::new((12_000, 20_000), (2_000, 4_000)),
             Fault::Membership { .. } => Timing::new((5_000, 9_000), (2_000, 4_000)),
             Fault::DiskFull { .. } => Timing::new((4_000, 8_000), (3_000, 5_000)),
+            // Long enough for the lease to lapse and the leader to replace the pods (≈ 5 s).
+            Fault::AgentLoss { .. } => Timing::new((6_000, 10_000), (3_000, 5_000)),
             _ => Timing::new((3_000, 8_000), (2_000, 4_000)),
         }
     }
@@ -214,15 +221,26 @@ pub struct PlannedFault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanContext {
     pub peers: u16,
+    /// Node agents of the run (0: none, so no agent faults).
+    pub agents: u16,
 }
 
 /// Chooses the next fault of a scenario.
 pub type Picker = fn(&mut StdRng, &PlanContext) -> Fault;
 
-/// The schedule of a run: same seed, picker, duration and peers → same schedule.
+/// The schedule of a run without agents: same seed, picker, duration and peers → same schedule.
 pub fn plan(picker: Picker, seed: u64, duration_ms: u64, peers: u16) -> Vec<PlannedFault> {
+    plan_with(picker, seed, duration_ms, PlanContext { peers, agents: 0 })
+}
+
+/// The schedule of a run: same seed, picker, duration and context → same schedule.
+pub fn plan_with(
+    picker: Picker,
+    seed: u64,
+    duration_ms: u64,
+    context: PlanContext,
+) -> Vec<PlannedFault> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let context = PlanContext { peers };
     let last_end_ms = duration_ms.saturating_sub(TAIL_QUIET_MS);
     let mut faults = Vec::new();
     let mut at_ms = WARMUP_MS;

@@ -1,12 +1,15 @@
 //! One host: a network namespace with one veth on the run's bridge, its own directory (optionally
-//! on a size-limited tmpfs) and one `flotilla server` process started inside the namespace.
+//! on a size-limited tmpfs) and one process started inside the namespace — a `flotilla server`
+//! peer ([`HostRole::Server`]) or a `flotilla agent` running real containers
+//! ([`HostRole::Agent`]).
 //!
 //! Owns the process's life: start (through `setns` in `pre_exec`, with `PR_SET_PDEATHSIG` so a
 //! crashed harness leaves no peers), kill -9, SIGSTOP / SIGCONT, graceful stop, and noticing an
 //! exit nobody asked for. Faults that act on one host's namespace — firewall rules, bandwidth,
 //! clock, disk — are methods here too; *which* host gets them is decided elsewhere.
 //!
-//! Node agents (not written yet) will be hosts of another [`HostRole`], started the same way.
+//! An agent host's namespace also holds its pods' CNI bridge and the host ends of their veths;
+//! its containers, shims, mounts and cgroups are found and removed by [`crate::podclean`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -23,7 +26,7 @@ use serde::Serialize;
 use tokio::process::{Child, Command};
 
 use crate::error::ChaosError;
-use crate::net::{RunSlot, PEER_PORT};
+use crate::net::{RunSlot, AGENT_PORT, PEER_PORT};
 use crate::netfault::{self, Rule, FAULT_CHAIN};
 use crate::sys;
 
@@ -33,26 +36,56 @@ pub const LOG_TAIL_BYTES: u64 = 2048;
 /// How long a graceful stop waits for the peer to exit before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a graceful stop waits for an agent, which first stops its pods' containers.
+pub const AGENT_STOP_GRACE: Duration = Duration::from_secs(20);
+
 /// Bytes written per step while filling a disk.
 const FILL_CHUNK_BYTES: usize = 1 << 20;
 
 /// Most steps of filling a disk (64 GiB at one chunk per step).
 const FILL_MAX_STEPS: u32 = 1 << 16;
 
-/// What a host runs. Only control-plane peers exist today; agents will be a second role.
+/// What a host runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostRole {
+    /// A control-plane peer (`flotilla server`).
     Server,
+    /// A node agent running pods as containers (`flotilla agent`).
+    Agent,
 }
 
-/// How a peer enters the cluster; kept so that a restart uses the same arguments.
+/// How a host's process starts; kept so that a restart uses the same arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Launch {
     /// A member of the static initial cluster (`1=ADDR,2=ADDR,…`).
     Initial(String),
     /// Joins through a running peer (`HOST:PORT`).
     Join(String),
+    /// A node agent.
+    Agent(AgentLaunch),
+}
+
+/// What an agent host is told at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentLaunch {
+    /// The Node's name (the host's namespace name, so it says which run and host it is).
+    pub name: String,
+    /// `HOST:PORT` of every control-plane peer, comma-separated.
+    pub servers: String,
+    /// The node's pod subnet, see [`crate::net::pod_cidr`].
+    pub pod_cidr: String,
+    /// The CNI bridge inside the host's namespace.
+    pub bridge: String,
+}
+
+impl Launch {
+    pub fn role(&self) -> HostRole {
+        match self {
+            Launch::Initial(_) | Launch::Join(_) => HostRole::Server,
+            Launch::Agent(_) => HostRole::Agent,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -112,10 +145,14 @@ impl Host {
     ) -> Result<Host, ChaosError> {
         let ip = slot.host_addr(number)?;
         let netns = slot.host_netns(number);
-        let addr = SocketAddr::from((ip, PEER_PORT));
+        let port = match launch.role() {
+            HostRole::Server => PEER_PORT,
+            HostRole::Agent => AGENT_PORT,
+        };
+        let addr = SocketAddr::from((ip, port));
         let mut host = Host {
             number,
-            role: HostRole::Server,
+            role: launch.role(),
             ip,
             addr,
             advertise: advertise.unwrap_or(addr),
@@ -180,7 +217,10 @@ impl Host {
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.dir.join("peer.log")
+        match self.role {
+            HostRole::Server => self.dir.join("peer.log"),
+            HostRole::Agent => self.dir.join("agent.log"),
+        }
     }
 
     fn faketime_path(&self) -> PathBuf {
@@ -211,7 +251,7 @@ impl Host {
             .map_err(|e| ChaosError::io("opening the peer log", e))?;
         let mut command = Command::new(&self.options.flotilla);
         command
-            .args(self.server_args())
+            .args(self.args())
             .env("RUST_LOG", "info,openraft=warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -250,6 +290,38 @@ impl Host {
         Ok(())
     }
 
+    fn args(&self) -> Vec<String> {
+        match &self.launch {
+            Launch::Agent(agent) => self.agent_args(agent),
+            Launch::Initial(_) | Launch::Join(_) => self.server_args(),
+        }
+    }
+
+    /// `--stop-pods-on-exit`: a graceful stop (teardown) takes the pods down with the agent;
+    /// kill -9 (the `agent-loss` fault) leaves them to the lease's self-fencing.
+    fn agent_args(&self, agent: &AgentLaunch) -> Vec<String> {
+        let data_dir = self.data_dir().display().to_string();
+        [
+            "agent",
+            "--name",
+            &agent.name,
+            "--servers",
+            &agent.servers,
+            "--data-dir",
+            &data_dir,
+            "--listen",
+            &self.addr.to_string(),
+            "--pod-cidr",
+            &agent.pod_cidr,
+            "--bridge",
+            &agent.bridge,
+            "--stop-pods-on-exit",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    }
+
     fn server_args(&self) -> Vec<String> {
         let mut args = vec![
             "server".to_string(),
@@ -265,6 +337,7 @@ impl Host {
         match &self.launch {
             Launch::Initial(cluster) => args.extend(["--initial-cluster".into(), cluster.clone()]),
             Launch::Join(via) => args.extend(["--join".into(), via.clone()]),
+            Launch::Agent(_) => {}
         }
         args
     }
@@ -291,17 +364,19 @@ impl Host {
         Ok(())
     }
 
-    /// SIGTERM, then kill -9 if the peer has not exited after [`STOP_GRACE`].
+    /// SIGTERM, then kill -9 if the process has not exited after [`STOP_GRACE`]
+    /// ([`AGENT_STOP_GRACE`] for an agent).
     pub async fn stop(&mut self) -> Result<(), ChaosError> {
         if self.state == HostState::Paused {
             self.resume()?;
         }
         self.signal(Signal::SIGTERM)?;
+        let grace = match self.role {
+            HostRole::Server => STOP_GRACE,
+            HostRole::Agent => AGENT_STOP_GRACE,
+        };
         if let Some(child) = self.child.as_mut() {
-            if tokio::time::timeout(STOP_GRACE, child.wait())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
                 tracing::warn!(host = self.number, "peer ignored SIGTERM; killing it");
             }
         }
@@ -422,7 +497,14 @@ impl Host {
     }
 
     /// Stops the process (if any) and unmounts the tmpfs. The namespace goes with the network.
+    /// An agent is asked to stop first, so that it takes its pods down itself; what it leaves
+    /// is removed by [`crate::podclean`].
     pub async fn shut_down(&mut self) {
+        if self.role == HostRole::Agent && self.child.is_some() {
+            if let Err(e) = self.stop().await {
+                tracing::warn!(host = self.number, error = %e, "stopping the agent");
+            }
+        }
         let _ = self.kill().await;
         self.unmount();
     }

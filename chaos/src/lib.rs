@@ -6,10 +6,13 @@
 //! once"), [`net`] (addresses in 198.18.0.0/15 and names), [`netfault`] (partition shapes →
 //! iptables rules), [`fault`] and [`scenario`] (seeded fault schedules) and [`report`].
 //!
-//! The IO half acts: [`host`] and [`cluster`] (namespaces, bridge, peer processes), [`proxy`]
+//! The IO half acts: [`host`] and [`cluster`] (namespaces, bridge, peer and agent processes),
+//! [`image`] (the busybox image agents run), [`proxy`]
 //! (delay), [`nemesis`] (carrying faults out), [`workload`] (clients and watchers),
-//! [`verify`] (end-of-run checks against the live cluster), [`run`] (one run, start to finish)
-//! and [`clean`] (removing leftovers).
+//! [`verify`] and [`podcheck`] (end-of-run checks against the live cluster and the agents'
+//! journals), [`run`] (one run, start to finish)
+//! and [`clean`] / [`podclean`] (removing leftovers, agents' containers, mounts and cgroups
+//! included).
 
 pub mod checker;
 pub mod clean;
@@ -20,10 +23,13 @@ pub mod error;
 pub mod fault;
 pub mod history;
 pub mod host;
+pub mod image;
 pub mod matrix;
 pub mod nemesis;
 pub mod net;
 pub mod netfault;
+pub mod podcheck;
+pub mod podclean;
 pub mod proxy;
 pub mod report;
 pub mod run;

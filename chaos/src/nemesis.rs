@@ -204,6 +204,7 @@ async fn start(
             rolling_restart(cluster, record).await?;
             Ok(Active::Nothing)
         }
+        Fault::AgentLoss { pick } => start_agent_loss(cluster, pick, record).await,
         Fault::ClockSkew { target, offset_s } => {
             let hosts = hit(cluster, target, record).await;
             let c = cluster.lock().await;
@@ -213,6 +214,25 @@ async fn start(
             Ok(Active::Clock(hosts))
         }
     }
+}
+
+/// kill -9 of one agent process only: its shims and containers stay (they are separate
+/// processes), so the node keeps running pods until its lease lapses.
+async fn start_agent_loss(
+    cluster: &SharedCluster,
+    pick: u64,
+    record: &mut FaultRecord,
+) -> Result<Active, ChaosError> {
+    let mut c = cluster.lock().await;
+    let agents = c.agents();
+    let Some(&h) = agents.get((pick % agents.len().max(1) as u64) as usize) else {
+        return Err(ChaosError::Config(
+            "agent-loss needs agents (--agents)".into(),
+        ));
+    };
+    record.hosts = vec![h];
+    c.kill(h).await?;
+    Ok(Active::Killed(vec![h]))
 }
 
 /// Fits the partition to the members of this moment and installs each member's rules.
@@ -465,7 +485,8 @@ async fn rolling_restart(
     Ok(())
 }
 
-/// Undoes every fault that could be in place and starts every member that is not running.
+/// Undoes every fault that could be in place and starts every member and agent that is not
+/// running.
 /// Returns what it had to do.
 pub async fn heal_all(cluster: &SharedCluster, clock: RunClock) -> Vec<String> {
     let mut notes = Vec::new();
@@ -474,7 +495,7 @@ pub async fn heal_all(cluster: &SharedCluster, clock: RunClock) -> Vec<String> {
     if let Some(proxy) = c.proxy() {
         proxy.clear_delays();
     }
-    for h in c.members() {
+    for h in c.members().into_iter().chain(c.agents()) {
         let outcome = heal_host(&mut c, h).await;
         if let Err(e) = outcome {
             notes.push(format!("host {h}: {e}"));

@@ -28,6 +28,9 @@ pub const HARNESS_HOST_BYTE: u8 = 254;
 /// The port every peer listens on inside its own namespace.
 pub const PEER_PORT: u16 = 7001;
 
+/// The port an agent's API (logs, exec) listens on inside its own namespace.
+pub const AGENT_PORT: u16 = 7201;
+
 /// The benchmark range every harness address lives in: 198.18.0.0/15.
 const BENCH_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
 const BENCH_PREFIX_LEN: u8 = 15;
@@ -137,6 +140,11 @@ impl RunSlot {
         format!("{}b{number}", self.name_prefix())
     }
 
+    /// The CNI bridge of agent host `number`'s pods (inside that host's namespace).
+    pub fn pod_bridge(self, number: u16) -> String {
+        format!("{}p{number}", self.name_prefix())
+    }
+
     /// The harness's veth in the root namespace.
     pub fn root_veth(self) -> String {
         format!("{}r", self.name_prefix())
@@ -146,6 +154,22 @@ impl RunSlot {
     pub fn root_bridge_port(self) -> String {
         format!("{}rb", self.name_prefix())
     }
+}
+
+/// The pod network of the run's `agent`-th agent (1-based): the /24 of 198.18.0.0/15 at slot
+/// `slot + 256 + agent - 1` (mod 512), i.e. in the other /16 half from the run's own /24.
+///
+/// It exists only inside that agent's namespace (its CNI bridge and its pods' namespaces), and
+/// nothing outside the namespace routes it, so it cannot clash with another run's slot even
+/// when the numbers coincide; inside the namespace the only other route is the run's own /24,
+/// which this never equals (an offset of 256 + 0..=249 is never a multiple of 512). Agents of
+/// one run get distinct /24s, so every pod IP of a run is unique.
+pub fn pod_cidr(slot: RunSlot, agent: u16) -> Result<String, NetError> {
+    if agent == 0 || agent > u16::from(HOST_NUMBER_MAX) {
+        return Err(NetError::BadHostNumber(agent));
+    }
+    let pod_slot = (slot.0 + SLOT_COUNT / 2 + agent - 1) % SLOT_COUNT;
+    Ok(format!("{}/24", RunSlot(pod_slot).network()))
 }
 
 impl fmt::Display for RunSlot {
@@ -258,6 +282,26 @@ mod tests {
     }
 
     #[test]
+    fn pod_networks_are_distinct_and_never_the_runs_own_slot() {
+        let check = |slot_index: u16, agent: u16, expected: &str| {
+            assert_eq!(pod_cidr(slot(slot_index), agent).unwrap(), expected);
+        };
+        check(0, 1, "198.19.0.0/24");
+        check(0x1ff, 1, "198.18.255.0/24");
+        check(0x1ff, 2, "198.19.0.0/24");
+        check(300, 3, "198.18.46.0/24");
+        for n in 0..SLOT_COUNT {
+            let own = format!("{}", slot(n));
+            let pods: BTreeSet<String> = (1..=u16::from(HOST_NUMBER_MAX))
+                .map(|a| pod_cidr(slot(n), a).unwrap())
+                .collect();
+            assert_eq!(pods.len(), usize::from(HOST_NUMBER_MAX));
+            assert!(!pods.contains(&own), "slot {n}");
+        }
+        assert_eq!(pod_cidr(slot(1), 0), Err(NetError::BadHostNumber(0)));
+    }
+
+    #[test]
     fn out_of_range_slots_and_hosts_are_refused() {
         assert_eq!(RunSlot::new(512), Err(NetError::BadSlot(512)));
         assert_eq!(slot(3).host_addr(0), Err(NetError::BadHostNumber(0)));
@@ -289,6 +333,7 @@ mod tests {
             s.bridge_netns(),
             s.host_veth(250),
             s.bridge_port(250),
+            s.pod_bridge(250),
             s.root_veth(),
             s.root_bridge_port(),
         ];

@@ -16,6 +16,7 @@ use crate::fault::PlannedFault;
 use crate::history::{History, Op, OpKind, Outcome};
 use crate::nemesis::FaultRecord;
 use crate::verify::{CheckResult, FINAL_READ_PROCESS_BASE};
+use crate::workload::churn::{ChurnKind, ChurnOp, ChurnOutcome};
 use crate::workload::watcher::WatcherOutcome;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,9 @@ pub struct Report {
     #[serde(default)]
     pub api: String,
     pub peers: u16,
+    /// Node agents (0: a run without pods).
+    #[serde(default)]
+    pub agents: u16,
     pub duration_ms: u64,
     /// The run's slot id (names start `flc-<run_id>-`).
     pub run_id: String,
@@ -35,6 +39,9 @@ pub struct Report {
     pub schedule: Vec<PlannedFault>,
     pub faults: Vec<FaultRecord>,
     pub workload: WorkloadSummary,
+    /// The deployment churn's ops, in runs with agents.
+    #[serde(default)]
+    pub churn: Option<ChurnSummary>,
     pub watchers: Vec<WatcherSummary>,
     pub checks: Vec<CheckResult>,
     pub peer_exits: Vec<PeerExit>,
@@ -109,6 +116,36 @@ impl From<&WatcherOutcome> for WatcherSummary {
     }
 }
 
+/// The deployment churn's ops by kind and outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChurnSummary {
+    pub ops: Counts,
+    pub by_kind: BTreeMap<String, Counts>,
+}
+
+/// Counts of the churn's ops (`churn.jsonl` has each op).
+pub fn summarise_churn(ops: &[ChurnOp]) -> ChurnSummary {
+    let mut summary = ChurnSummary::default();
+    for op in ops {
+        let kind = match op.kind {
+            ChurnKind::Create { .. } => "create",
+            ChurnKind::Scale { .. } => "scale",
+            ChurnKind::Roll { .. } => "roll",
+        };
+        for counts in [
+            &mut summary.ops,
+            summary.by_kind.entry(kind.into()).or_default(),
+        ] {
+            match op.outcome {
+                ChurnOutcome::Ok => counts.ok += 1,
+                ChurnOutcome::Fail => counts.fail += 1,
+                ChurnOutcome::Info => counts.info += 1,
+            }
+        }
+    }
+    summary
+}
+
 fn is_workload_op(op: &Op) -> bool {
     op.process < FINAL_READ_PROCESS_BASE
 }
@@ -176,11 +213,15 @@ impl fmt::Display for Report {
         let w = &self.workload;
         writeln!(
             f,
-            "scenario {} seed {} ({} workload, {} peers, {:.1} s, run {} on {}): {}",
+            "scenario {} seed {} ({} workload, {} peers{}, {:.1} s, run {} on {}): {}",
             self.scenario,
             self.seed,
             self.api,
             self.peers,
+            match self.agents {
+                0 => String::new(),
+                n => format!(", {n} agents"),
+            },
             self.duration_ms as f64 / 1000.0,
             self.run_id,
             self.subnet,
@@ -216,6 +257,22 @@ impl fmt::Display for Report {
             w.latency.p50_ms,
             w.latency.p99_ms
         )?;
+        if let Some(churn) = &self.churn {
+            let kinds: Vec<String> = churn
+                .by_kind
+                .iter()
+                .map(|(kind, c)| format!("{kind} {}/{}", c.ok, c.total()))
+                .collect();
+            writeln!(
+                f,
+                "  churn: {} ops (ok {}, fail {}, info {}): {}",
+                churn.ops.total(),
+                churn.ops.ok,
+                churn.ops.fail,
+                churn.ops.info,
+                kinds.join(", ")
+            )?;
+        }
         for check in &self.checks {
             writeln!(
                 f,
@@ -443,6 +500,7 @@ mod tests {
             seed: 7,
             api: "configmap".into(),
             peers: 3,
+            agents: 0,
             duration_ms: 20_000,
             run_id: "10a".into(),
             subnet: "198.19.10.0/24".into(),
@@ -467,6 +525,7 @@ mod tests {
                 errors: vec![],
             }],
             workload: WorkloadSummary::default(),
+            churn: None,
             watchers: vec![],
             checks: vec![
                 check("linearizability", Verdict::Valid),

@@ -1,6 +1,8 @@
 //! One chaos run, start to finish: pick a slot, build the cluster, run the register workload and
-//! watchers while the nemesis works through the seeded schedule, heal, check, tear down, and
-//! write `report.json`, `history.jsonl` and `watch.json` into the run directory.
+//! watchers (and, with agents, the deployment churn) while the nemesis works through the seeded
+//! schedule, heal, check, tear down, and write `report.json`, `history.jsonl`, `watch.json` (and
+//! `churn.jsonl`) into the run directory. The agents' journals are judged after teardown, when
+//! every container has stopped and recorded it.
 //!
 //! Teardown always happens: on success and on error through [`Cluster::teardown`], on a panic
 //! or a dropped future through the cluster's `Drop`.
@@ -24,15 +26,17 @@ use crate::client;
 use crate::clock::RunClock;
 use crate::cluster::{self, Cluster, ClusterOptions, Endpoints, PeerExit};
 use crate::error::ChaosError;
-use crate::fault::{self, PlannedFault};
+use crate::fault::{self, PlanContext, PlannedFault};
 use crate::history::{History, Recorder, RecorderConfig};
 use crate::host::HostOptions;
 use crate::nemesis::{self, FaultRecord, SharedCluster};
 use crate::net::RunSlot;
+use crate::podcheck;
 use crate::report::{self, Report, WatcherSummary};
 use crate::scenario::{self, Faketime, Scenario};
 use crate::sys;
 use crate::verify::{self, CheckResult, Fence, Member};
+use crate::workload::churn::{self, ChurnConfig, ChurnOp};
 use crate::workload::committed::{self, CommittedEntry};
 use crate::workload::configmap::ConfigMapRegisters;
 use crate::workload::kv::KvRegisters;
@@ -79,6 +83,9 @@ pub struct RunConfig {
     pub workload: Workload,
     pub duration: Duration,
     pub peers: u16,
+    /// Node agents running real containers and the deployment churn (0: none; scenarios that
+    /// need agents raise it).
+    pub agents: u16,
     pub flotilla: PathBuf,
     pub out_dir: PathBuf,
     pub keys: u32,
@@ -107,6 +114,7 @@ impl RunConfig {
             workload: Workload::ConfigMap,
             duration,
             peers: 3,
+            agents: 0,
             flotilla,
             out_dir,
             keys: 8,
@@ -129,6 +137,9 @@ struct Collected {
     exits: Vec<PeerExit>,
     watchers: Vec<WatcherOutcome>,
     committed: Vec<CommittedEntry>,
+    churn: Vec<ChurnOp>,
+    /// Each agent's node name and data directory, for the journal check after teardown.
+    agent_dirs: Vec<(String, PathBuf)>,
 }
 
 /// Runs one scenario and returns its report (also written to `<run dir>/report.json`).
@@ -137,21 +148,25 @@ pub async fn run(config: &RunConfig) -> Result<Report, ChaosError> {
         .ok_or_else(|| ChaosError::UnknownScenario(config.scenario.clone()))?;
     preflight(config)?;
     let peers = config.peers.max(scenario.needs.min_peers);
+    let agents = config.agents.max(scenario.needs.min_agents);
     let duration_ms = config.duration.as_millis() as u64;
-    let schedule = fault::plan(scenario.picker, config.seed, duration_ms, peers);
+    let context = PlanContext { peers, agents };
+    let schedule = fault::plan_with(scenario.picker, config.seed, duration_ms, context);
     let slot = cluster::claim_slot().await?;
-    let (run_dir, options) = match prepare(config, scenario, slot, peers) {
+    let (run_dir, options) = match prepare(config, scenario, slot, context) {
         Ok(prepared) => prepared,
         Err(e) => {
             clean::clean(&Which::Slot(slot.index()));
             return Err(e);
         }
     };
-    tracing::info!(scenario = scenario.name, seed = config.seed, workload = %config.workload, peers, slot = %slot, faults = schedule.len(), dir = %run_dir.display(), "run starts");
+    tracing::info!(scenario = scenario.name, seed = config.seed, workload = %config.workload, peers, agents, slot = %slot, faults = schedule.len(), dir = %run_dir.display(), "run starts");
     let cluster: SharedCluster = Arc::new(Mutex::new(Cluster::create(options).await?));
     let collected = drive(config, &cluster, &schedule, &run_dir).await;
     let cleanup = cluster.lock().await.teardown().await;
-    let collected = collected?;
+    let mut collected = collected?;
+    let overlap = journals_check(&collected.agent_dirs);
+    collected.checks.extend(overlap);
     write_json(
         &run_dir.join("watch.json"),
         &WatchFile {
@@ -169,6 +184,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, ChaosError> {
         seed: config.seed,
         api: config.workload.name().to_string(),
         peers,
+        agents,
         duration_ms,
         run_id: slot.id(),
         subnet: slot.to_string(),
@@ -177,6 +193,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, ChaosError> {
         schedule,
         faults: collected.faults,
         workload: report::summarise_workload(&history, collected.workload_ms),
+        churn: (agents > 0).then(|| report::summarise_churn(&collected.churn)),
         watchers: collected
             .watchers
             .iter()
@@ -230,7 +247,7 @@ fn prepare(
     config: &RunConfig,
     scenario: &Scenario,
     slot: RunSlot,
-    peers: u16,
+    context: PlanContext,
 ) -> Result<(PathBuf, ClusterOptions), ChaosError> {
     let faketime_lib = match scenario.needs.faketime {
         Faketime::Off => None,
@@ -248,7 +265,8 @@ fn prepare(
     let options = ClusterOptions {
         slot,
         run_dir: run_dir.clone(),
-        peers,
+        peers: context.peers,
+        agents: context.agents,
         host: HostOptions {
             flotilla: config.flotilla.clone(),
             tmpfs_bytes: scenario.needs.tmpfs_bytes,
@@ -341,6 +359,8 @@ async fn drive(
     run_dir: &Path,
 ) -> Result<Collected, ChaosError> {
     let start_revision = wait_ready(cluster).await?;
+    let agent_dirs = agent_dirs(cluster).await;
+    wait_agents_ready(cluster, &agent_dirs).await?;
     let endpoints = cluster.lock().await.endpoints();
     let clock = RunClock::start();
     let recorder = Arc::new(open_recorder(run_dir, clock)?);
@@ -348,11 +368,13 @@ async fn drive(
     let (stop_monitor, stop_rx) = watch::channel(false);
     monitor.spawn(nemesis::monitor_exits(cluster.clone(), clock, stop_rx));
     let mut watchers = start_watchers(config, start_revision, &endpoints);
-    let (ops, faults) = tokio::join!(
-        run_registers(config, recorder.clone(), endpoints),
-        nemesis::run_schedule(cluster.clone(), schedule, clock)
+    let (ops, faults, churn) = tokio::join!(
+        run_registers(config, recorder.clone(), endpoints.clone()),
+        nemesis::run_schedule(cluster.clone(), schedule, clock),
+        run_churn(config, !agent_dirs.is_empty(), endpoints, clock, run_dir),
     );
     let ops = ops?;
+    let churn = churn?;
     let workload_ms = clock.elapsed_ms();
     tracing::info!(
         ops,
@@ -362,8 +384,15 @@ async fn drive(
     );
     let heal_notes = nemesis::heal_all(cluster, clock).await;
     let members = serving_members(cluster).await;
+    // First, so the bound counts from the heal.
+    let converged = if agent_dirs.is_empty() {
+        None
+    } else {
+        Some(podcheck::converged_check(&members).await)
+    };
     let (mut checks, committed) =
         live_checks(&members, config.workload, config.keys, &recorder).await?;
+    checks.extend(converged);
     let watchers = drain_watchers(&mut watchers, &committed, config.workload).await;
     let _ = stop_monitor.send(true);
     let _ = monitor.join_next().await;
@@ -389,7 +418,58 @@ async fn drive(
         exits,
         watchers,
         committed,
+        churn,
+        agent_dirs,
     })
+}
+
+/// `pod-overlap` over the agents' journals (none without agents); after teardown, when every
+/// container has stopped and its shim has recorded it.
+fn journals_check(agent_dirs: &[(String, PathBuf)]) -> Option<CheckResult> {
+    if agent_dirs.is_empty() {
+        return None;
+    }
+    let dirs: Vec<(String, &Path)> = agent_dirs
+        .iter()
+        .map(|(name, dir)| (name.clone(), dir.as_path()))
+        .collect();
+    Some(podcheck::overlap_check(&dirs))
+}
+
+/// Waits until every agent's Node is Ready (nothing to wait for without agents).
+async fn wait_agents_ready(
+    cluster: &SharedCluster,
+    agent_dirs: &[(String, PathBuf)],
+) -> Result<(), ChaosError> {
+    if agent_dirs.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = agent_dirs.iter().map(|(name, _)| name.clone()).collect();
+    podcheck::wait_nodes_ready(&serving_members(cluster).await, &names).await
+}
+
+async fn agent_dirs(cluster: &SharedCluster) -> Vec<(String, PathBuf)> {
+    let c = cluster.lock().await;
+    c.agents()
+        .into_iter()
+        .filter_map(|h| c.host(h).ok())
+        .map(|h| (h.netns.clone(), h.data_dir()))
+        .collect()
+}
+
+/// The deployment churn, when the run has agents.
+async fn run_churn(
+    config: &RunConfig,
+    with_agents: bool,
+    endpoints: Endpoints,
+    clock: RunClock,
+    run_dir: &Path,
+) -> Result<Vec<ChurnOp>, ChaosError> {
+    if !with_agents {
+        return Ok(Vec::new());
+    }
+    let settings = ChurnConfig::new(config.seed, config.duration.as_millis() as u64);
+    churn::run(settings, endpoints, clock, run_dir).await
 }
 
 /// Runs the register workload through the API `config.workload` names.
@@ -677,14 +757,21 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ChaosError> {
     })
 }
 
-/// Removes the peers' data (logs stay) once a run has passed.
+/// Removes the hosts' data (logs stay) once a run has passed — never a directory with
+/// something still mounted below it (deleting through a mount would reach the mounted files).
 fn remove_data_dirs(run_dir: &Path) {
     let Ok(hosts) = std::fs::read_dir(run_dir.join("hosts")) else {
         return;
     };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for host in hosts.filter_map(Result::ok) {
         for dir in ["data", "disk"] {
-            let _ = std::fs::remove_dir_all(host.path().join(dir));
+            let dir = host.path().join(dir);
+            if crate::podclean::mounts_under(&mountinfo, &dir).is_empty() {
+                let _ = std::fs::remove_dir_all(dir);
+            } else {
+                tracing::warn!(dir = %dir.display(), "mounts remain below; kept");
+            }
         }
     }
 }

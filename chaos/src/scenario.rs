@@ -26,6 +26,8 @@ pub enum Faketime {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Needs {
     pub min_peers: u16,
+    /// Node agents the scenario needs (it raises `--agents` to this).
+    pub min_agents: u16,
     /// Data dirs on a tmpfs of this size.
     pub tmpfs_bytes: Option<u64>,
     /// Whether peers run under libfaketime.
@@ -43,9 +45,18 @@ pub struct Scenario {
 
 const BASIC: Needs = Needs {
     min_peers: 3,
+    min_agents: 0,
     tmpfs_bytes: None,
     faketime: Faketime::Off,
     delay_proxy: false,
+};
+
+/// Agents the agent scenarios raise `--agents` to: losing one still leaves two nodes.
+pub const SCENARIO_AGENTS: u16 = 3;
+
+const WITH_AGENTS: Needs = Needs {
+    min_agents: SCENARIO_AGENTS,
+    ..BASIC
 };
 
 /// Every scenario, in the order `list` prints them.
@@ -145,6 +156,18 @@ pub const SCENARIOS: &[Scenario] = &[
             ..BASIC
         },
         picker: pick_clock,
+    },
+    Scenario {
+        name: "agent-loss",
+        description: "kill -9 one node agent (its containers run on until its lease lapses), then restart it (3+ agents)",
+        needs: WITH_AGENTS,
+        picker: pick_agent_loss,
+    },
+    Scenario {
+        name: "churn",
+        description: "while deployments churn: kill -9 the leader (controllers fail over) or one agent (3+ agents)",
+        needs: WITH_AGENTS,
+        picker: pick_churn,
     },
     Scenario {
         name: "mixed",
@@ -292,6 +315,22 @@ fn pick_clock(rng: &mut StdRng, _: &PlanContext) -> Fault {
     }
 }
 
+fn pick_agent_loss(rng: &mut StdRng, _: &PlanContext) -> Fault {
+    Fault::AgentLoss { pick: rng.gen() }
+}
+
+/// The leader (so the deployment and replica-set controllers and the scheduler move) or an
+/// agent, half the time each.
+fn pick_churn(rng: &mut StdRng, context: &PlanContext) -> Fault {
+    if rng.gen_bool(0.5) {
+        Fault::Kill {
+            target: Target::Leader,
+        }
+    } else {
+        pick_agent_loss(rng, context)
+    }
+}
+
 fn pick_mixed(rng: &mut StdRng, context: &PlanContext) -> Fault {
     let mut pickers: Vec<Picker> = vec![
         pick_kill,
@@ -310,14 +349,27 @@ fn pick_mixed(rng: &mut StdRng, context: &PlanContext) -> Fault {
     if usize::from(context.peers) >= RING_MIN_HOSTS {
         pickers.push(pick_ring);
     }
+    if context.agents > 0 {
+        pickers.push(pick_agent_loss);
+    }
     let picker = pickers[rng.gen_range(0..pickers.len())];
     picker(rng, context)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
-    use crate::fault::plan;
+    use crate::fault::{plan, plan_with};
+
+    fn kinds(picker: Picker, seeds: u64, peers: u16, agents: u16) -> BTreeSet<&'static str> {
+        let context = PlanContext { peers, agents };
+        (0..seeds)
+            .flat_map(|seed| plan_with(picker, seed, 120_000, context))
+            .map(|f| f.fault.name())
+            .collect()
+    }
 
     #[test]
     fn every_scenario_plans_its_own_kind_of_fault() {
@@ -325,12 +377,21 @@ mod tests {
             let peers = scenario.needs.min_peers.max(3);
             let faults = plan(scenario.picker, 7, 60_000, peers);
             assert!(!faults.is_empty(), "{}", scenario.name);
-            if scenario.name != "mixed" {
+            if !["mixed", "churn"].contains(&scenario.name) {
                 for f in &faults {
                     assert_eq!(f.fault.name(), scenario.name, "{f:?}");
                 }
             }
         }
+        let churn = find("churn").unwrap();
+        assert_eq!(kinds(churn.picker, 10, 3, 3), ["agent-loss", "kill"].into());
+        assert!(churn.needs.min_agents >= 2 && find("agent-loss").unwrap().needs.min_agents >= 2);
+    }
+
+    #[test]
+    fn mixed_loses_agents_only_when_there_are_agents() {
+        assert!(!kinds(pick_mixed, 20, 3, 0).contains("agent-loss"));
+        assert!(kinds(pick_mixed, 20, 3, 3).contains("agent-loss"));
     }
 
     #[test]

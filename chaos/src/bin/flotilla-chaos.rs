@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use flotilla_chaos::checker::Verdict;
 use flotilla_chaos::clean::{self, Which};
 use flotilla_chaos::matrix::{self, MatrixConfig};
+use flotilla_chaos::net::slot_of_name;
 use flotilla_chaos::report::matrix_table;
 use flotilla_chaos::run::{self, RunConfig};
 use flotilla_chaos::scenario::SCENARIOS;
@@ -34,11 +35,15 @@ enum Command {
     Matrix(MatrixArgs),
     /// List the scenarios.
     List,
-    /// Remove leftovers of crashed runs: processes, tmpfs mounts, veths, namespaces (flc-*).
+    /// Remove leftovers of crashed runs: processes, containers, mounts, pod cgroups, veths,
+    /// namespaces (flc-*).
     Clean {
         /// Also remove runs whose harness is still alive.
         #[arg(long)]
         force: bool,
+        /// Only this run (its three-hex-digit id, as in `flc-<id>-…` and the report's run_id).
+        #[arg(long)]
+        run: Option<String>,
     },
 }
 
@@ -53,6 +58,10 @@ struct Common {
     /// Control-plane peers (scenarios that need more get more).
     #[arg(long, default_value_t = 3)]
     peers: u16,
+    /// Node agents running real containers, plus a deployment-churn workload and the pod
+    /// checks (0: none; agent scenarios raise it to 3).
+    #[arg(long, default_value_t = 0)]
+    agents: u16,
     /// The flotilla binary (default: next to this binary).
     #[arg(long)]
     flotilla: Option<PathBuf>,
@@ -135,6 +144,7 @@ fn run_config(scenario: &str, seed: u64, common: Common) -> anyhow::Result<RunCo
     );
     config.workload = common.workload;
     config.peers = common.peers;
+    config.agents = common.agents;
     config.keys = common.keys;
     config.clients = common.clients;
     config.max_ops = common.max_ops;
@@ -183,11 +193,18 @@ fn list() {
     }
 }
 
-fn clean_leftovers(force: bool) -> anyhow::Result<bool> {
+fn clean_leftovers(force: bool, run: Option<&str>) -> anyhow::Result<bool> {
     if !flotilla_chaos::sys::is_root() {
         bail!("clean needs root");
     }
-    let which = if force {
+    let which = if let Some(id) = run {
+        let slot = slot_of_name(&format!("flc-{id}-"))
+            .with_context(|| format!("--run {id:?} is not a run id (three hex digits)"))?;
+        if !force && clean::live_slots().contains(&slot) {
+            bail!("run {id} is live (its harness runs); --force removes it anyway");
+        }
+        Which::Slot(slot)
+    } else if force {
         Which::All
     } else {
         let live = clean::live_slots();
@@ -207,6 +224,7 @@ fn clean_leftovers(force: bool) -> anyhow::Result<bool> {
         println!("unmounted {:?}", report.mounts);
         println!("deleted links {:?}", report.links);
         println!("deleted namespaces {:?}", report.namespaces);
+        println!("removed pod cgroups {:?}", report.cgroups);
     }
     for error in &report.errors {
         eprintln!("error: {error}");
@@ -222,7 +240,7 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             list();
             Ok(true)
         }
-        Command::Clean { force } => clean_leftovers(force),
+        Command::Clean { force, run } => clean_leftovers(force, run.as_deref()),
     }
 }
 

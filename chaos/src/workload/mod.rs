@@ -11,10 +11,13 @@
 //! [`Workload`] names the register backend of a run and everything that depends on it: where
 //! its registers live in the store's key space and how a stored value decodes.
 //!
-//! A workload that churns deployments over node agents (for the no-double-run checker) will be a
-//! sibling module that records `checker::overlap::PodRecord`s; the run driver gives every
-//! workload the same [`crate::cluster::Endpoints`] and [`crate::clock::RunClock`].
+//! - [`churn`]: with node agents, a busybox Deployment scaled and rolled on a seeded schedule
+//!   (its pods are judged by [`crate::podcheck`]: no pod on two nodes at once, convergence).
+//!
+//! The run driver gives every workload the same [`crate::cluster::Endpoints`] and
+//! [`crate::clock::RunClock`].
 
+pub mod churn;
 pub mod committed;
 pub mod configmap;
 pub mod kv;
