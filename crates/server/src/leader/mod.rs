@@ -2,10 +2,13 @@
 //! becomes leader and stops them the moment it is not (or stops hearing from a quorum). Every
 //! write they make goes through a registry fenced to the term they started in, so a deposed
 //! leader's late writes are refused by the state machine once the new leader has written.
+//! Those writes also carry the [`stamp`] of their term, and a term begins with a
+//! `LeaderElection` event, so the history shows which leader wrote what.
 
 pub mod convert;
 pub mod nodes;
 pub mod scheduling;
+pub mod stamp;
 pub mod workloads;
 pub mod writes;
 
@@ -33,12 +36,14 @@ pub struct LeaderConfig {
 }
 
 pub type ApiRegistry = Registry<Arc<StoreNode>>;
+/// The registry leader loops write through: fenced, and stamped with their term.
+pub type LeaderRegistry = Registry<stamp::StampedStore>;
 
 /// What one term's loops share.
 pub struct TermContext {
     pub term: u64,
     /// Writes fenced to `term`.
-    pub registry: ApiRegistry,
+    pub registry: LeaderRegistry,
     pub pods: Arc<Cache<Pod>>,
     pub nodes: Arc<Cache<Node>>,
     pub replicasets: Arc<Cache<ReplicaSet>>,
@@ -120,9 +125,10 @@ fn start(
         }
     };
     let source = Arc::new(registry.clone());
+    let stamped = stamp::StampedStore::new(registry.store().clone());
     let ctx = Arc::new(TermContext {
         term,
-        registry: registry.fenced(term),
+        registry: Registry::new(stamped, registry.kinds()).fenced(term),
         pods: spawn_informer(source.clone(), Query::all(Kind::Pod), until_stopped()),
         nodes: spawn_informer(source.clone(), Query::all(Kind::Node), until_stopped()),
         replicasets: spawn_informer(
@@ -136,6 +142,7 @@ fn start(
         config: config.clone(),
     });
     let mut tasks = JoinSet::new();
+    tasks.spawn(writes::announce_leadership(ctx.clone()));
     tasks.spawn(scheduling::run(ctx.clone()));
     tasks.spawn(workloads::run_replicasets(ctx.clone()));
     tasks.spawn(workloads::run_deployments(ctx.clone()));

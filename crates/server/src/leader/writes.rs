@@ -1,5 +1,6 @@
 //! How the leader's loops write: typed objects into batched, revision-conditional puts (one Raft
-//! entry per batch), new objects with names and system fields filled in, and events.
+//! entry per batch), new objects with names and system fields filled in, and events — among
+//! them the `LeaderElection` event each term begins with.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -124,4 +125,47 @@ pub async fn record_events(ctx: &TermContext, events: Vec<Event>) -> Result<(), 
         }
     }
     commit(ctx, &fresh).await.map(|_| ())
+}
+
+/// Records, as the term's first write, that this peer leads: a `LeaderElection` event in the
+/// `default` namespace (`flotilla get events`), one per term.
+pub async fn announce_leadership(ctx: std::sync::Arc<TermContext>) {
+    let peer = ctx.registry.store().peer();
+    let write = leader_event(peer, ctx.term);
+    match commit(&ctx, &[write]).await {
+        Ok(landed) if landed.first() == Some(&true) => {
+            tracing::info!(term = ctx.term, peer, "leadership recorded")
+        }
+        // The loops restarted within the term: its event is already there.
+        Ok(_) => tracing::debug!(term = ctx.term, "leadership already recorded"),
+        Err(e) => tracing::warn!(term = ctx.term, error = %e, "recording leadership"),
+    }
+}
+
+fn leader_event(peer: u64, term: u64) -> (KindInfo, Stored) {
+    let stamp = now();
+    let object = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": format!("flotilla-leader.term-{term}"),
+            "namespace": "default",
+            "uid": new_uid(),
+            "creationTimestamp": stamp,
+        },
+        "reason": "LeaderElection",
+        "message": format!("peer {peer} became leader in term {term}"),
+        "type": "Normal",
+        "source": {"component": "control-plane", "host": format!("peer-{peer}")},
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    });
+    (
+        *kind_info(Kind::Event),
+        Stored {
+            object,
+            revision: 0,
+        },
+    )
 }
