@@ -3,7 +3,9 @@
 #   make dev     build, start `flotilla dev` (control plane + agent) and apply examples/hello.yaml
 #   make test    install what the build and tests need, then run the whole test suite
 #   make bench-kv   write throughput/latency vs etcd, and leader failover time (prints a table)
-#   make bench-sched  placement at 150,000 pods / 5,000 nodes, and node loss with real agents
+#   make bench-sched  placement at 150,000 pods / 5,000 nodes, node loss with real agents, and
+#                     a 50-replica Deployment on one node vs Docker Swarm
+#   make bench-pods   pod start latency on one node vs bare runc, and the agent's memory
 
 CARGO ?= cargo
 # CI points this outside the checkout so builds are incremental between runs.
@@ -16,7 +18,7 @@ DEV_DIR ?= $(HOME)/.local/state/flotilla/dev
 DEB_PACKAGES := libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox-static \
 	containernetworking-plugins iproute2 iptables faketime
 # Only the benchmarks need these (baselines).
-BENCH_PACKAGES := etcd-server
+BENCH_PACKAGES := etcd-server runc docker.io
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -29,7 +31,7 @@ define install_missing
 	fi
 endef
 
-.PHONY: deps bench-deps build test dev bench-kv bench-sched fmt lint
+.PHONY: deps bench-deps build test dev bench-kv bench-sched bench-pods fmt lint
 
 deps:
 	$(call install_missing,$(DEB_PACKAGES))
@@ -52,14 +54,22 @@ bench-kv: bench-deps
 	$(CARGO) run --release -p flotilla-e2e --bin bench-kv -- --flotilla $(CARGO_TARGET_DIR)/release/flotilla
 
 # (a) pure placement of 150,000 pods onto 5,000 nodes; (b) the same through a 3-peer cluster
-# with hollow nodes; (c) node loss with three real agents (as root).
-bench-sched: deps
+# with hollow nodes; (c) node loss with three real agents (as root); (d) a 50-replica Deployment
+# on one real node vs Docker Swarm on a private dockerd (as root).
+bench-sched: bench-deps
 	$(CARGO) build --release --bin flotilla -p flotilla-cli --bin bench-sched -p flotilla-e2e
 	$(CARGO) run --release -p flotilla-scheduler --example bench_placement
 	$(CARGO_TARGET_DIR)/release/bench-sched --flotilla $(CARGO_TARGET_DIR)/release/flotilla
 	./scripts/busybox-image.sh $(CARGO_TARGET_DIR)/release/flotilla $(CARGO_TARGET_DIR)/busybox.tar
 	$(CARGO_TARGET_DIR)/release/bench-sched --flotilla $(CARGO_TARGET_DIR)/release/flotilla \
 		--deployments 0 --node-loss-kills 10 --image $(CARGO_TARGET_DIR)/busybox.tar
+	$(CARGO_TARGET_DIR)/release/bench-sched --flotilla $(CARGO_TARGET_DIR)/release/flotilla \
+		--deployments 0 --versus-swarm
+
+# One node (one server peer, one agent, as root): pod start latency vs bare runc, agent memory.
+bench-pods: bench-deps
+	$(CARGO) build --release --bin flotilla -p flotilla-cli --bin bench-pods -p flotilla-e2e
+	$(CARGO_TARGET_DIR)/release/bench-pods --flotilla $(CARGO_TARGET_DIR)/release/flotilla
 
 fmt:
 	$(CARGO) fmt --all

@@ -6,12 +6,21 @@
 //! (c) node loss with real agents (needs root and the busybox image): SIGKILL an agent, time
 //!     until its pods are Running elsewhere, over several kills.
 //!
+//! (d) `--versus-swarm` (root, Debian's docker.io): a 50-replica busybox Deployment on one node
+//!     (one server peer, one real agent), apply → all Running, next to Docker Swarm doing the
+//!     same on a private dockerd in the same run.
+//!
 //! (a), pure placement, is `cargo run --release -p flotilla-scheduler --example bench_placement`.
 //! Every loop is bounded in time; everything runs on loopback.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod cleanup;
+mod one_node;
+mod swarm;
+mod versus_swarm;
 
 use clap::Parser;
 use flotilla_api::cluster::cluster_api_client::ClusterApiClient;
@@ -39,6 +48,11 @@ struct Args {
     /// The busybox image archive for (c).
     #[arg(long)]
     image: Option<PathBuf>,
+    /// Run (d): one node vs Docker Swarm, a Deployment of `--swarm-replicas` pods.
+    #[arg(long)]
+    versus_swarm: bool,
+    #[arg(long, default_value_t = 50)]
+    swarm_replicas: usize,
 }
 
 struct Killer(Child);
@@ -304,5 +318,13 @@ async fn main() {
     }
     if args.node_loss_kills > 0 {
         node_loss(&args).await;
+    }
+    if args.versus_swarm {
+        let config = versus_swarm::Config {
+            flotilla: args.flotilla.clone(),
+            replicas: args.swarm_replicas,
+            timeout: Duration::from_secs(args.timeout),
+        };
+        versus_swarm::run(&config).await;
     }
 }
