@@ -6,6 +6,7 @@
 #   make bench-sched  placement at 150,000 pods / 5,000 nodes, node loss with real agents, and
 #                     a 50-replica Deployment on one node vs Docker Swarm
 #   make bench-pods   pod start latency on one node vs bare runc, and the agent's memory
+#   make chaos   the chaos matrix: every scenario × CHAOS_SEEDS seeds (hours; as root)
 
 CARGO ?= cargo
 # CI points this outside the checkout so builds are incremental between runs.
@@ -31,7 +32,7 @@ define install_missing
 	fi
 endef
 
-.PHONY: deps bench-deps build test dev bench-kv bench-sched bench-pods fmt lint
+.PHONY: deps bench-deps build test dev bench-kv bench-sched bench-pods chaos fmt lint
 
 deps:
 	$(call install_missing,$(DEB_PACKAGES))
@@ -70,6 +71,19 @@ bench-sched: bench-deps
 bench-pods: bench-deps
 	$(CARGO) build --release --bin flotilla -p flotilla-cli --bin bench-pods -p flotilla-e2e
 	$(CARGO_TARGET_DIR)/release/bench-pods --flotilla $(CARGO_TARGET_DIR)/release/flotilla
+
+# The whole chaos matrix (chaos/README.md): each scenario with CHAOS_SEEDS seeds, then the
+# agent scenarios with 3 agents running real containers. Reports go to CHAOS_OUT.
+CHAOS_SEEDS ?= 20
+CHAOS_DURATION ?= 20s
+CHAOS_OUT ?= /var/tmp/flotilla-chaos
+chaos: deps
+	$(CARGO) build --bin flotilla -p flotilla-cli --bin flotilla-chaos -p flotilla-chaos
+	$(CARGO_TARGET_DIR)/debug/flotilla-chaos matrix --seeds $(CHAOS_SEEDS) --duration $(CHAOS_DURATION) \
+		--scenarios kill,pause,partition-isolate,partition-majority,partition-ring,partition-bridge,one-way-loss,packet-loss,bandwidth,delay,disk-full,membership,rolling-restart,clock-skew,mixed \
+		--out $(CHAOS_OUT)
+	$(CARGO_TARGET_DIR)/debug/flotilla-chaos matrix --seeds $(CHAOS_SEEDS) --duration 30s \
+		--scenarios agent-loss,churn --out $(CHAOS_OUT)
 
 fmt:
 	$(CARGO) fmt --all

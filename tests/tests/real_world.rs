@@ -88,7 +88,10 @@ async fn a_real_world_manifest_runs_unchanged_and_unsupported_parts_are_refused_
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(exec(&api, &frontend, &["sh", "-c", "echo $LOG_LEVEL"]), "info");
+    assert_eq!(
+        exec(&api, &frontend, &["sh", "-c", "echo $LOG_LEVEL"]),
+        "info"
+    );
     assert_eq!(
         exec(&api, &frontend, &["sh", "-c", "echo $CACHE_HOST"]),
         "shop-cache"

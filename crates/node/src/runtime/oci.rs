@@ -447,7 +447,10 @@ mod working_dir_tests {
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("www")).unwrap();
         ensure_working_dir(root.path(), "/www/site").unwrap();
-        assert!(!outside.path().join("site").exists(), "nothing created outside");
+        assert!(
+            !outside.path().join("site").exists(),
+            "nothing created outside"
+        );
         assert!(ensure_working_dir(root.path(), "/../etc").is_err());
     }
 }
