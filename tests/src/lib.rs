@@ -134,6 +134,33 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Waits until the first leader has created the `default` namespace (moments after a new
+/// cluster elects it), so a test's first write into it does not race the bootstrap.
+pub async fn wait_for_default_namespace(addr: &str, timeout: Duration) {
+    use flotilla_api::cluster::cluster_api_client::ClusterApiClient;
+    use flotilla_api::cluster::{GetRequest, ObjectRef};
+    let deadline = Instant::now() + timeout;
+    let mut client = ClusterApiClient::new(channel(addr));
+    loop {
+        let request = GetRequest {
+            r#ref: Some(ObjectRef {
+                kind: "namespace".into(),
+                namespace: String::new(),
+                name: "default".into(),
+            }),
+            stale: false,
+        };
+        if client.get(request).await.is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no default namespace on {addr} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A lazily connecting client channel to `addr` with a per-call deadline.
 pub fn channel(addr: &str) -> Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -194,6 +221,7 @@ impl ProcessCluster {
         for peer in &cluster.peers {
             wait_for_leader(&peer.addr, Duration::from_secs(30)).await;
         }
+        wait_for_default_namespace(&cluster.peers[0].addr, Duration::from_secs(30)).await;
         cluster
     }
 

@@ -116,10 +116,22 @@ impl<S: Store + Clone> Registry<S> {
                 name,
             })
         } else {
-            Err(ApiError::NotFound {
-                kind: "Namespace".into(),
-                name: namespace,
-            })
+            Err(missing_namespace(namespace))
         }
+    }
+}
+
+/// The error for a write into a namespace that does not exist. `default` always exists once
+/// the first leader has created it, moments after the cluster first starts; until then the
+/// write is refused as retryable rather than NotFound.
+pub(super) fn missing_namespace(namespace: String) -> ApiError {
+    if namespace == crate::defaults::DEFAULT_NAMESPACE {
+        return ApiError::Unavailable(
+            "the default namespace is not created yet (the cluster is starting); retry".into(),
+        );
+    }
+    ApiError::NotFound {
+        kind: "Namespace".into(),
+        name: namespace,
     }
 }

@@ -355,10 +355,7 @@ impl<S: Store + Clone> Registry<S> {
                         .await?
                         .is_none()
                 {
-                    return Err(ApiError::NotFound {
-                        kind: "Namespace".into(),
-                        name: ns.clone(),
-                    });
+                    return Err(super::create::missing_namespace(ns.clone()));
                 }
             }
         }
