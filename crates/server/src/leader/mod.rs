@@ -1,7 +1,7 @@
 //! Leader-only work. The supervisor starts the scheduler and the controllers when this peer
-//! becomes leader and stops them the moment it is not (or stops hearing from a quorum). Every
-//! write they make goes through a registry fenced to the term they started in, so a deposed
-//! leader's late writes are refused by the state machine once the new leader has written.
+//! becomes leader and stops them the moment it is not (or has not heard from a quorum for a few
+//! election timeouts). Every write they make goes through a registry fenced to the term they
+//! started in, so a deposed leader's late writes are refused by the state machine once the new leader has written.
 //! Those writes also carry the [`stamp`] of their term, and a term begins with a
 //! `LeaderElection` event, so the history shows which leader wrote what.
 
@@ -54,11 +54,24 @@ pub struct TermContext {
     pub config: LeaderConfig,
 }
 
-/// The term this peer leads in, if it is leader and has heard from a quorum recently.
-fn leading_term(node: &StoreNode) -> Option<u64> {
+/// Running loops are stopped after this many election timeouts without a quorum's
+/// acknowledgement (starting them needs one within a single election timeout). The hysteresis
+/// keeps an overloaded leader whose heartbeats sometimes miss their deadline from restarting
+/// its loops — and relisting every cache — every few seconds; safety does not depend on it,
+/// since every loop write is fenced to its term.
+const QUORUM_SILENCE_STOP_FACTOR: u64 = 4;
+
+/// The term this peer leads in, if it is leader and has heard from a quorum recently (within
+/// one election timeout to start loops, [`QUORUM_SILENCE_STOP_FACTOR`] of them to keep them).
+fn leading_term(node: &StoreNode, running: bool) -> Option<u64> {
     let metrics = node.raft().metrics();
     let m = metrics.borrow();
-    let quorum_ms = node.config().election_timeout_max_ms;
+    let factor = if running {
+        QUORUM_SILENCE_STOP_FACTOR
+    } else {
+        1
+    };
+    let quorum_ms = node.config().election_timeout_max_ms * factor;
     let in_touch = m.millis_since_quorum_ack.is_some_and(|ms| ms < quorum_ms);
     (m.state == ServerState::Leader && m.current_leader == Some(node.id) && in_touch)
         .then_some(m.current_term)
@@ -74,7 +87,7 @@ pub async fn supervise(
     let mut metrics = node.raft().metrics();
     let mut running: Option<(u64, Running)> = None;
     loop {
-        let term = leading_term(&node);
+        let term = leading_term(&node, running.is_some());
         let current = running.as_ref().map(|(t, _)| *t);
         if term != current {
             if let Some((old, loops)) = running.take() {
