@@ -28,15 +28,36 @@ pub fn write(path: &Path, valid_until_ns: u64) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Whether the lease recorded in `path` has run out. An absent or unreadable file is "not
-/// lapsed": no agent ever wrote one (a runtime used without an agent).
-pub fn lapsed(path: &Path) -> bool {
+/// What the lease file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    Valid,
+    Lapsed,
+    /// No readable lease: none written yet, or the file is gone.
+    Absent,
+}
+
+/// Reads the lease recorded in `path`.
+pub fn read(path: &Path) -> Lease {
     match std::fs::read_to_string(path) {
-        Ok(text) => text
-            .trim()
-            .parse::<u64>()
-            .is_ok_and(|until| monotonic_now_ns() > until),
-        Err(_) => false,
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(until) if monotonic_now_ns() > until => Lease::Lapsed,
+            Ok(_) => Lease::Valid,
+            Err(_) => Lease::Absent,
+        },
+        Err(_) => Lease::Absent,
+    }
+}
+
+/// Whether a shim must fence its container. A lease that was never seen enforces nothing (a
+/// runtime used without an agent, or a container started before the first renewal); one that
+/// was seen and is now gone — the agent's data directory was deleted under it — counts as
+/// lapsed, so containers never outlive their node's state.
+pub fn must_fence(lease: Lease, seen_before: bool) -> bool {
+    match lease {
+        Lease::Lapsed => true,
+        Lease::Valid => false,
+        Lease::Absent => seen_before,
     }
 }
 
@@ -48,10 +69,23 @@ mod tests {
     fn lapses_only_after_the_recorded_time() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lease");
-        assert!(!lapsed(&path), "no file: nothing to enforce");
+        assert_eq!(read(&path), Lease::Absent, "no file yet");
+        assert!(
+            !must_fence(read(&path), false),
+            "never seen: nothing to enforce"
+        );
         write(&path, monotonic_now_ns() + 60_000_000_000).unwrap();
-        assert!(!lapsed(&path));
+        assert_eq!(read(&path), Lease::Valid);
         write(&path, monotonic_now_ns().saturating_sub(1)).unwrap();
-        assert!(lapsed(&path));
+        assert!(must_fence(read(&path), true));
+    }
+
+    #[test]
+    fn a_lease_that_disappears_fences() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lease");
+        write(&path, monotonic_now_ns() + 60_000_000_000).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(must_fence(read(&path), true));
     }
 }

@@ -258,14 +258,17 @@ fn pump(paths: &ContainerPaths, started: &Started) -> Result<WaitStatus, String>
     let mut deadline = exit.map(|_| Instant::now() + DRAIN_AFTER_EXIT);
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let mut lease_checked = Instant::now();
+    let mut lease_seen = false;
     loop {
         if exit.is_none() && lease_checked.elapsed() >= crate::runtime::lease::LEASE_CHECK_PERIOD {
             lease_checked = Instant::now();
-            if let Some(lease) = &started.spec.lease_file {
-                if crate::runtime::lease::lapsed(lease) {
+            if let Some(path) = &started.spec.lease_file {
+                let lease = crate::runtime::lease::read(path);
+                if crate::runtime::lease::must_fence(lease, lease_seen) {
                     // Self-fencing: the agent stopped renewing its lease (maybe it is dead).
                     let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
                 }
+                lease_seen |= lease != crate::runtime::lease::Lease::Absent;
             }
         }
         let open = pipes.iter().flatten().count();
