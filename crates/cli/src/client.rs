@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use flotilla_api::cluster::cluster_api_client::ClusterApiClient;
+use flotilla_api::cluster::{GetRequest, ObjectRef};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -53,6 +54,30 @@ impl Client {
         Ok(ClusterApiClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES))
+    }
+
+    /// One object's stored bytes (JSON), read linearizably, retried like [`Client::call`].
+    pub async fn get_object(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<u8>, Status> {
+        let request = GetRequest {
+            r#ref: Some(ObjectRef {
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+            }),
+            stale: false,
+        };
+        let response = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.get(r).await }
+            })
+            .await?;
+        Ok(response.object)
     }
 
     /// Runs `call` against the servers until one answers (or the error is not a retryable one).

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use flotilla_api::agent::agent_api_client::AgentApiClient;
 use flotilla_api::agent::{ExecRequest, LogsRequest};
-use flotilla_api::cluster::{GetRequest, ObjectRef};
 use flotilla_node::agent::{AgentConfig, Reserved, AGENT_ENDPOINT_ANNOTATION};
 use flotilla_node::image::{pack_directory, ImageConfig, ImageError, ImageStore};
 use flotilla_state::objects::{Quantity, Taint, TaintEffect};
@@ -223,38 +222,12 @@ async fn agent_of(
     namespace: &str,
     pod: &str,
 ) -> anyhow::Result<AgentApiClient<tonic::transport::Channel>> {
-    let get = |kind: &str, ns: &str, name: &str| GetRequest {
-        r#ref: Some(ObjectRef {
-            kind: kind.into(),
-            namespace: ns.into(),
-            name: name.into(),
-        }),
-        stale: false,
-    };
-    let request = get("Pod", namespace, pod);
-    let pod_obj: Value = serde_json::from_slice(
-        &client
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.get(r).await }
-            })
-            .await?
-            .object,
-    )?;
+    let pod_obj: Value = serde_json::from_slice(&client.get_object("Pod", namespace, pod).await?)?;
     let node = pod_obj["spec"]["nodeName"]
         .as_str()
         .filter(|n| !n.is_empty())
         .ok_or_else(|| anyhow::anyhow!("pod {pod} is not scheduled to a node yet"))?;
-    let request = get("Node", "", node);
-    let node_obj: Value = serde_json::from_slice(
-        &client
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.get(r).await }
-            })
-            .await?
-            .object,
-    )?;
+    let node_obj: Value = serde_json::from_slice(&client.get_object("Node", "", node).await?)?;
     let endpoint = node_obj["metadata"]["annotations"][AGENT_ENDPOINT_ANNOTATION]
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("node {node} has no agent endpoint (a hollow node?)"))?;

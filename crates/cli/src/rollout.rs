@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use flotilla_api::cluster::{GetRequest, ListRequest, ObjectRef, PatchRequest};
+use flotilla_api::cluster::{ListRequest, ObjectRef, PatchRequest};
 use flotilla_controllers::deployment::{rollback_template, rollout_history, rollout_status};
 use flotilla_state::objects::{Deployment, ReplicaSet};
 use serde::de::DeserializeOwned;
@@ -24,21 +24,7 @@ fn typed<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
 }
 
 async fn deployment(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Deployment> {
-    let request = GetRequest {
-        r#ref: Some(ObjectRef {
-            kind: "Deployment".into(),
-            namespace: namespace.into(),
-            name: name.into(),
-        }),
-        stale: false,
-    };
-    let response = client
-        .call(|mut c| {
-            let r = request.clone();
-            async move { c.get(r).await }
-        })
-        .await?;
-    typed(&response.object)
+    typed(&client.get_object("Deployment", namespace, name).await?)
 }
 
 async fn owned_replicasets(client: &Client, d: &Deployment) -> anyhow::Result<Vec<ReplicaSet>> {

@@ -240,21 +240,8 @@ pub async fn describe(
     name: &str,
     namespace: &str,
 ) -> anyhow::Result<()> {
-    let request = GetRequest {
-        r#ref: Some(ObjectRef {
-            kind: kind.name().into(),
-            namespace: namespace.into(),
-            name: name.into(),
-        }),
-        stale: false,
-    };
-    let response = client
-        .call(|mut c| {
-            let r = request.clone();
-            async move { c.get(r).await }
-        })
-        .await?;
-    let obj: Value = serde_json::from_slice(&response.object)?;
+    let object = client.get_object(kind.name(), namespace, name).await?;
+    let obj: Value = serde_json::from_slice(&object)?;
     print!("{}", crate::describe::render(kind, &obj, now_ms()));
     let events = ListRequest {
         kind: "Event".into(),
