@@ -6,41 +6,18 @@
 //! Needs root and the `flotilla` binary (`$FLOTILLA_BIN`, or next to this test's target
 //! directory: `cargo build -p flotilla-cli --bin flotilla`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::{find_report, flotilla_bin, run_dir};
 
 use flotilla_chaos::checker::Verdict;
 use flotilla_chaos::clean::{self, Which};
 use flotilla_chaos::net::slot_of_name;
 use flotilla_chaos::podclean::{self, CGROUP_PARENT};
 use flotilla_chaos::report::Report;
-
-fn flotilla_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("FLOTILLA_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let mut dir = exe.parent().expect("test directory").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("flotilla");
-    assert!(
-        bin.is_file(),
-        "{} is missing: cargo build -p flotilla-cli --bin flotilla",
-        bin.display()
-    );
-    bin
-}
-
-fn run_dir(out: &Path) -> PathBuf {
-    std::fs::read_dir(out)
-        .expect("output directory")
-        .filter_map(Result::ok)
-        .find(|e| e.path().join("report.json").is_file())
-        .expect("a run directory with report.json")
-        .path()
-}
 
 /// Runs `scenario` with agents (data kept, so leftovers can be looked for) and returns the report
 /// and the run directory.
@@ -62,8 +39,7 @@ fn run_with_agents(scenario: &str, seed: u64, duration: &str) -> (Report, PathBu
         String::from_utf8_lossy(&output.stderr)
     );
     let dir = run_dir(&out);
-    let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json");
-    let report = serde_json::from_str(&text).expect("report.json parses as a Report");
+    let report = find_report(&out);
     (report, dir, log)
 }
 

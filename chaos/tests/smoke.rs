@@ -4,42 +4,15 @@
 //! binary. Every check must be valid and nothing may be left behind. Needs root and the `flotilla` binary (`$FLOTILLA_BIN`, or next to this test's target
 //! directory: `cargo build -p flotilla-cli --bin flotilla`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
+
+use common::{find_report, flotilla_bin};
 
 use flotilla_chaos::checker::Verdict;
 use flotilla_chaos::clean::{self, Which};
 use flotilla_chaos::net::slot_of_name;
-use flotilla_chaos::report::Report;
-
-fn flotilla_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("FLOTILLA_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let mut dir = exe.parent().expect("test directory").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("flotilla");
-    assert!(
-        bin.is_file(),
-        "{} is missing: cargo build -p flotilla-cli --bin flotilla",
-        bin.display()
-    );
-    bin
-}
-
-fn find_report(out: &Path) -> Report {
-    let run_dir = std::fs::read_dir(out)
-        .expect("output directory")
-        .filter_map(Result::ok)
-        .find(|e| e.path().join("report.json").is_file())
-        .expect("a run directory with report.json")
-        .path();
-    let text = std::fs::read_to_string(run_dir.join("report.json")).expect("report.json");
-    serde_json::from_str(&text).expect("report.json parses as a Report")
-}
 
 /// Runs `scenario` with `seed` and the `workload` API for `duration` and asserts that every
 /// check passed and the run left nothing behind.

@@ -2,13 +2,13 @@
 //! process (SIGKILL, restart, graceful stop on drop) and the pod bridges CNI leaves behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::{flotilla_bin, free_port};
+use crate::{flotilla_bin, free_port, spawn_logged};
 
 /// How long a graceful agent stop (which stops its pods) may take before SIGKILL.
 pub const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -98,19 +98,7 @@ impl Agent {
 
     /// Starts (again) with the same arguments; output appends to `DIR/agent.log`.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("agent.log"))
-            .unwrap();
-        let child = Command::new(flotilla_bin())
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        self.child = Some(spawn_logged(&self.args, &self.dir.join("agent.log")));
     }
 
     /// SIGKILL: the agent dies, its shims and containers are left to fence themselves.

@@ -42,6 +42,22 @@ pub fn flotilla_bin() -> PathBuf {
     bin
 }
 
+/// Starts `flotilla ARGS…` with stdout and stderr appended to `log`.
+pub fn spawn_logged(args: &[String], log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    Command::new(flotilla_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn flotilla")
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -87,19 +103,7 @@ impl ServerProcess {
 
     fn spawn(&mut self) {
         std::fs::create_dir_all(&self.data_dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data_dir.join("peer.log"))
-            .unwrap();
-        let child = Command::new(flotilla_bin())
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn flotilla server");
-        self.child = Some(child);
+        self.child = Some(spawn_logged(&self.args, &self.data_dir.join("peer.log")));
     }
 
     pub fn pid(&self) -> Option<u32> {

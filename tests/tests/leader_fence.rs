@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_api::cluster::{ApplyRequest, GetRequest, ListRequest, ObjectRef};
 use flotilla_api::kv::RangeRequest;
@@ -23,6 +23,7 @@ use flotilla_chaos::cluster::{self, Cluster, ClusterOptions};
 use flotilla_chaos::host::HostOptions;
 use flotilla_chaos::netfault::Rule;
 use flotilla_chaos::workload::committed::{compare_replays, replay, CommittedEntry};
+use flotilla_e2e::user::eventually_async as eventually;
 use flotilla_e2e::{flotilla_bin, free_port};
 use flotilla_server::leader::stamp::{LeaderStamp, LEADER_KEY};
 use serde_json::Value;
@@ -39,22 +40,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(20);
 const POD_PREFIX: &str = "/registry/pods/default/";
 const REPLICASET_PREFIX: &str = "/registry/replicasets/default/";
-
-/// Polls `check` every 100 ms until it returns Some, at most `timeout`.
-async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A process that is killed when the test lets go of it, pass or fail.
 struct Guarded(Child);

@@ -11,6 +11,7 @@ use flotilla_api::cluster::cluster_api_client::ClusterApiClient;
 use flotilla_api::cluster::{ApplyRequest, GetRequest, ListRequest, ObjectRef};
 use flotilla_api::node::node_api_client::NodeApiClient;
 use flotilla_api::node::HeartbeatRequest;
+use flotilla_e2e::user::eventually_async as eventually;
 use flotilla_e2e::{channel, ProcessCluster};
 use serde_json::Value;
 
@@ -57,22 +58,6 @@ async fn list(addr: &str, kind: &str, labels: &str) -> Vec<Value> {
         .iter()
         .map(|i| serde_json::from_slice(i).unwrap())
         .collect()
-}
-
-/// Polls `check` every 100 ms until it returns Some, at most `timeout`.
-async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn node_yaml(name: &str, disk: &str, zone: &str) -> String {
