@@ -6,6 +6,10 @@
 //! assertion — without trusting the agent under test.
 #![allow(dead_code)]
 
+#[path = "../cgroup_common/mod.rs"]
+mod cgroup_common;
+use cgroup_common::{collect_pids, count_dirs, remove_cgroup_tree};
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -520,45 +524,6 @@ fn all_pids() -> Vec<i32> {
         .flatten()
         .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
         .collect()
-}
-
-fn count_dirs(dir: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    1 + entries
-        .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .map(|e| count_dirs(&e.path()))
-        .sum::<usize>()
-}
-
-fn collect_pids(dir: &Path, pids: &mut BTreeSet<i32>) {
-    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                collect_pids(&e.path(), pids);
-            }
-        }
-    }
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    for _ in 0..20 {
-        if fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Whether process `pid` is alive (and not a zombie).

@@ -5,6 +5,10 @@
 //! made — even after a failed assertion — without trusting the runtime under test.
 #![allow(dead_code)]
 
+#[path = "../cgroup_common/mod.rs"]
+mod cgroup_common;
+use cgroup_common::{collect_pids, count_dirs, remove_cgroup_tree};
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -302,45 +306,6 @@ pub fn veths_on(bridge: &str) -> usize {
 
 pub fn hierarchies(mode: CgroupMode) -> Vec<PathBuf> {
     mode.hierarchies()
-}
-
-fn count_dirs(dir: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    1 + entries
-        .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .map(|e| count_dirs(&e.path()))
-        .sum::<usize>()
-}
-
-fn collect_pids(dir: &Path, pids: &mut std::collections::BTreeSet<i32>) {
-    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                collect_pids(&e.path(), pids);
-            }
-        }
-    }
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    for _ in 0..20 {
-        if fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// All mount points of this mount namespace.
