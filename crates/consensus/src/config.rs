@@ -14,7 +14,9 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     pub heartbeat_interval_ms: u64,
     /// A follower that hears no leader for a random time in this range starts an election.
-    /// With these defaults a new leader is in place well within a second of the old one dying.
+    /// openraft 0.9 adds a leader lease of `election_timeout_max_ms` before that (a follower
+    /// that knows a leader waits lease + timeout, 550–700 ms with these defaults), so a new
+    /// leader is in place within a second of the old one dying.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// Build a snapshot after this many applied entries since the last one.
@@ -44,8 +46,8 @@ impl StoreConfig {
             advertise_addr: advertise_addr.into(),
             data_dir: data_dir.into(),
             heartbeat_interval_ms: 50,
-            election_timeout_min_ms: 250,
-            election_timeout_max_ms: 500,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 350,
             snapshot_every_entries: 20_000,
             keep_entries_after_snapshot: 5_000,
             max_entries_per_append: 512,

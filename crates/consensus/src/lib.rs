@@ -18,6 +18,7 @@ pub mod log_store;
 pub mod mvcc;
 pub mod network;
 pub mod node;
+pub mod propose;
 pub mod snapshot;
 pub mod state_machine;
 pub mod transport_service;

@@ -19,9 +19,10 @@ use crate::forward::{ForwardOk, ForwardRequest, Member};
 use crate::log_store::LogStore;
 use crate::mvcc::{self, RangeQuery, ReadView};
 use crate::network::{self, Network, PeerChannels};
+use crate::propose::{self, Proposer};
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
-use crate::types::{KeyRange, NodeId, Raft, RangeResult, WriteRequest, WriteResponse};
+use crate::types::{KeyRange, NodeId, Raft, RangeResult, WriteOp, WriteRequest, WriteResponse};
 use crate::watch::{WatchError, WatchHub, Watcher};
 
 /// Most attempts of one client request across leader changes, within its deadline.
@@ -55,6 +56,7 @@ pub struct StoreNode {
     config: StoreConfig,
     request_prefix: String,
     request_seq: AtomicU64,
+    proposer: Proposer,
 }
 
 fn storage<E: std::fmt::Display>(e: E) -> StoreError {
@@ -88,6 +90,7 @@ impl StoreNode {
             .map_err(storage)?;
         Ok(Arc::new(StoreNode {
             id: config.id,
+            proposer: Proposer::start(raft.clone(), config.id),
             raft,
             db,
             hub,
@@ -272,13 +275,14 @@ impl StoreNode {
         let work = async {
             match request {
                 ForwardRequest::Write(write) => {
-                    write.validate().map_err(StoreError::Invalid)?;
-                    let response = self
-                        .raft
-                        .client_write(write)
-                        .await
-                        .map_err(|e| self.write_error(e))?;
-                    Ok(ForwardOk::Write(response.data))
+                    let bytes = write.checked_bytes().map_err(StoreError::Invalid)?;
+                    if matches!(write.op, WriteOp::Group(_)) {
+                        return Err(StoreError::Invalid(
+                            "groups are formed by the leader's proposer, not sent to it".into(),
+                        ));
+                    }
+                    let response = self.proposer.propose(write, bytes).await?;
+                    Ok(ForwardOk::Write(response))
                 }
                 ForwardRequest::AddMember {
                     id,
@@ -349,16 +353,7 @@ impl StoreNode {
     }
 
     fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> StoreError {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-                StoreError::NotLeader(self.id)
-            }
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                StoreError::Membership(e.to_string())
-            }
-            RaftError::Fatal(openraft::error::Fatal::Stopped) => StoreError::ShuttingDown,
-            RaftError::Fatal(fatal) => StoreError::Storage(fatal.to_string()),
-        }
+        propose::client_write_error(self.id, e)
     }
 
     /// Waits until this peer has applied everything committed before the call began (ReadIndex).

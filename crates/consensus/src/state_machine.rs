@@ -7,6 +7,7 @@
 //! boundary. Apply writes are not synced on their own: they sit in the same WAL as the Raft log,
 //! behind entries that are, and a lost tail is re-applied from the log on restart.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
@@ -38,6 +39,17 @@ fn sm_read_err(e: impl std::fmt::Display) -> StorageError {
 
 fn snapshot_err(e: SnapshotError) -> StorageError {
     StorageIOError::write_snapshot(None, AnyError::error(e.to_string())).into()
+}
+
+/// What applying one log entry writes: one RocksDB batch for the whole entry (a group's
+/// members included, so a crash never leaves half a group applied), the key overlay later members
+/// read through, the request ids applied so far in the entry, and the changes to publish to
+/// watchers, per revision, once the batch is written.
+struct EntryWrites<'a> {
+    view: ApplyView<'a>,
+    batch: WriteBatch,
+    fresh_ids: HashMap<String, WriteOutcome>,
+    changes: Vec<(i64, Vec<Event>)>,
 }
 
 pub struct StateMachine {
@@ -76,8 +88,13 @@ impl StateMachine {
         let previous_term = self.meta.term;
         self.meta.last_applied = Some(log_id);
         self.meta.term = self.meta.term.max(log_id.leader_id.term);
-        let mut batch = WriteBatch::default();
-        let mut events = Vec::new();
+        let db = self.db.clone();
+        let mut writes = EntryWrites {
+            view: ApplyView::new(&db),
+            batch: WriteBatch::default(),
+            fresh_ids: HashMap::new(),
+            changes: Vec::new(),
+        };
         let outcome = match entry.payload {
             EntryPayload::Blank => WriteOutcome::None,
             EntryPayload::Membership(membership) => {
@@ -85,17 +102,24 @@ impl StateMachine {
                 WriteOutcome::None
             }
             EntryPayload::Normal(request) => self
-                .apply_request(&mut batch, log_id, previous_term, request, &mut events)
+                .apply_request(&mut writes, log_id, previous_term, request)
                 .map_err(|e| StorageIOError::apply(log_id, AnyError::error(e.to_string())))?,
         };
+        let EntryWrites {
+            view,
+            mut batch,
+            changes,
+            ..
+        } = writes;
+        view.flush_into(&mut batch);
         if log_id.index % DEDUP_SWEEP_EVERY == 0 {
             self.sweep_dedup(&mut batch, log_id.index)
                 .map_err(sm_write_err)?;
         }
         mvcc::write_meta(&mut batch, &self.db, &self.meta);
         self.db.write(batch).map_err(sm_write_err)?;
-        if !events.is_empty() {
-            self.hub.publish(self.meta.revision, &events);
+        for (revision, events) in changes {
+            self.hub.publish(revision, &events);
         }
         Ok(WriteResponse {
             revision: self.meta.revision,
@@ -103,41 +127,68 @@ impl StateMachine {
         })
     }
 
+    /// Applies one client write (each member in turn, for a group) into the entry's writes.
     fn apply_request(
         &mut self,
-        batch: &mut WriteBatch,
+        writes: &mut EntryWrites<'_>,
         log_id: LogId,
         previous_term: u64,
         request: WriteRequest,
-        events: &mut Vec<crate::types::Event>,
     ) -> Result<WriteOutcome, MvccError> {
+        if matches!(request.op, WriteOp::Group(_)) {
+            if let Err(reason) = request.validate() {
+                return Ok(WriteOutcome::Rejected(Rejection::Invalid(reason)));
+            }
+            let WriteOp::Group(members) = request.op else {
+                unreachable!("checked to be a group above")
+            };
+            let mut responses = Vec::with_capacity(members.len());
+            for member in members {
+                let outcome = self.apply_request(writes, log_id, previous_term, member)?;
+                responses.push(WriteResponse {
+                    revision: self.meta.revision,
+                    outcome,
+                });
+            }
+            return Ok(WriteOutcome::Group(responses));
+        }
         if let Some(id) = &request.request_id {
+            if let Some(earlier) = writes.fresh_ids.get(id) {
+                return Ok(earlier.clone());
+            }
             if let Some(raw) = self.db.get_cf(cf(&self.db, CF_DEDUP), id.as_bytes())? {
                 let (_, earlier): (u64, WriteResponse) = decode(&raw)?;
                 return Ok(earlier.outcome);
             }
         }
-        let outcome = self.execute(batch, log_id, previous_term, &request, events)?;
-        if let Some(id) = &request.request_id {
+        let mut events = Vec::new();
+        let outcome = self.execute(writes, log_id, previous_term, &request, &mut events)?;
+        if !events.is_empty() {
+            writes.changes.push((self.meta.revision, events));
+        }
+        if let Some(id) = request.request_id {
             let response = WriteResponse {
                 revision: self.meta.revision,
                 outcome: outcome.clone(),
             };
-            batch.put_cf(
+            writes.batch.put_cf(
                 cf(&self.db, CF_DEDUP),
                 id.as_bytes(),
                 encode(&(log_id.index, response)),
             );
             let mut index_key = u64_key(log_id.index).to_vec();
             index_key.extend_from_slice(id.as_bytes());
-            batch.put_cf(cf(&self.db, CF_DEDUP_INDEX), index_key, []);
+            writes
+                .batch
+                .put_cf(cf(&self.db, CF_DEDUP_INDEX), index_key, []);
+            writes.fresh_ids.insert(id, outcome.clone());
         }
         Ok(outcome)
     }
 
     fn execute(
         &mut self,
-        batch: &mut WriteBatch,
+        writes: &mut EntryWrites<'_>,
         log_id: LogId,
         previous_term: u64,
         request: &WriteRequest,
@@ -156,9 +207,11 @@ impl StateMachine {
             }
         }
         let revision = self.meta.revision + 1;
-        let mut view = ApplyView::new(&self.db);
+        let view = &mut writes.view;
         let outcome = match &request.op {
-            WriteOp::Compact { revision: target } => return Ok(self.compact(batch, *target)),
+            WriteOp::Compact { revision: target } => {
+                return Ok(self.compact(&mut writes.batch, *target))
+            }
             WriteOp::Put(put) => match view.put(put, revision, events)? {
                 OpResult::Put { prev_kv } => WriteOutcome::Put { prev_kv },
                 other => unreachable!("put returned {other:?}"),
@@ -170,21 +223,21 @@ impl StateMachine {
                 other => unreachable!("delete returned {other:?}"),
             },
             WriteOp::Txn(txn) => {
-                let (succeeded, results) = run_txn(&mut view, txn, revision, events)?;
+                let (succeeded, results) = run_txn(view, txn, revision, events)?;
                 WriteOutcome::Txn { succeeded, results }
             }
             WriteOp::Batch(txns) => {
                 let mut outcomes = Vec::with_capacity(txns.len());
                 for txn in txns {
-                    outcomes.push(run_txn(&mut view, txn, revision, events)?);
+                    outcomes.push(run_txn(view, txn, revision, events)?);
                 }
                 WriteOutcome::Batch(outcomes)
             }
+            WriteOp::Group(_) => unreachable!("groups are unpacked by apply_request"),
         };
         if !events.is_empty() {
             self.meta.revision = revision;
-            view.flush_into(batch);
-            mvcc::write_history(batch, &self.db, revision, events);
+            mvcc::write_history(&mut writes.batch, &self.db, revision, events);
         }
         Ok(outcome)
     }

@@ -21,6 +21,11 @@ openraft::declare_raft_types!(
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
+/// What openraft answers a client write with.
+pub type ClientWriteResult = Result<
+    openraft::raft::ClientWriteResponse<TypeConfig>,
+    openraft::error::ClientWriteError<NodeId, openraft::BasicNode>,
+>;
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
 pub type Vote = openraft::Vote<NodeId>;
@@ -39,6 +44,8 @@ pub mod limits {
     pub const MAX_TXN_OPS: usize = 128;
     /// Most transactions in one batch.
     pub const MAX_BATCH_TXNS: usize = 4096;
+    /// Most client writes in one group entry ([`super::WriteOp::Group`]).
+    pub const MAX_GROUP_WRITES: usize = 1024;
     /// Most compares in one transaction.
     pub const MAX_TXN_COMPARES: usize = 128;
     /// Longest client request id, in bytes.
@@ -228,6 +235,12 @@ pub enum WriteOp {
     Compact {
         revision: i64,
     },
+    /// Independent client writes that the leader's proposer (`propose.rs`) carries in one log
+    /// entry, so that one fsync and one replication round serve them all. Each member is applied
+    /// as if it had an entry of its own (its own revision, fence check, request-id dedup and
+    /// outcome), in order, and the whole group is one atomic RocksDB write. Members are never
+    /// groups or compactions.
+    Group(Vec<WriteRequest>),
 }
 
 /// A write command, as it travels in the Raft log.
@@ -280,6 +293,18 @@ impl WriteRequest {
 
     /// Checks the request against [`limits`]. Called before proposing and again at apply.
     pub fn validate(&self) -> Result<(), String> {
+        self.checked_bytes().map(|_| ())
+    }
+
+    /// Checks the request against [`limits`] and returns the bytes of keys and values it
+    /// carries (what the proposer counts towards a group's size).
+    pub fn checked_bytes(&self) -> Result<usize, String> {
+        let mut budget = Budget::default();
+        self.check(&mut budget)?;
+        Ok(budget.bytes)
+    }
+
+    fn check(&self, budget: &mut Budget) -> Result<(), String> {
         if let Some(id) = &self.request_id {
             if id.len() > limits::MAX_REQUEST_ID_BYTES {
                 return Err(format!(
@@ -289,11 +314,10 @@ impl WriteRequest {
                 ));
             }
         }
-        let mut budget = Budget::default();
         match &self.op {
-            WriteOp::Put(put) => check_put(put, &mut budget),
-            WriteOp::Delete(del) => check_range(&del.range, &mut budget),
-            WriteOp::Txn(txn) => check_txn(txn, &mut budget, &mut BTreeSet::new()),
+            WriteOp::Put(put) => check_put(put, budget),
+            WriteOp::Delete(del) => check_range(&del.range, budget),
+            WriteOp::Txn(txn) => check_txn(txn, budget, &mut BTreeSet::new()),
             WriteOp::Batch(txns) => {
                 if txns.len() > limits::MAX_BATCH_TXNS {
                     return Err(format!(
@@ -304,12 +328,31 @@ impl WriteRequest {
                 }
                 let mut written = BTreeSet::new();
                 txns.iter()
-                    .try_for_each(|t| check_txn(t, &mut budget, &mut written))
+                    .try_for_each(|t| check_txn(t, budget, &mut written))
             }
             WriteOp::Compact { revision } if *revision <= 0 => Err(format!(
                 "compaction revision must be positive, got {revision}"
             )),
             WriteOp::Compact { .. } => Ok(()),
+            WriteOp::Group(members) => {
+                if members.len() > limits::MAX_GROUP_WRITES {
+                    return Err(format!(
+                        "group has {} writes; the limit is {}",
+                        members.len(),
+                        limits::MAX_GROUP_WRITES
+                    ));
+                }
+                if self.request_id.is_some() || self.fence_term.is_some() {
+                    return Err("a group carries no request id or fence of its own".into());
+                }
+                members.iter().try_for_each(|member| match member.op {
+                    WriteOp::Group(_) | WriteOp::Compact { .. } => {
+                        Err("a group holds no groups or compactions".into())
+                    }
+                    // One budget for all members: a group is no larger than one request may be.
+                    _ => member.check(budget),
+                })
+            }
         }
     }
 }
@@ -474,6 +517,8 @@ pub enum WriteOutcome {
     },
     /// One `(succeeded, results)` per transaction of a batch, in order.
     Batch(Vec<(bool, Vec<OpResult>)>),
+    /// One response per member of a [`WriteOp::Group`], in order.
+    Group(Vec<WriteResponse>),
     Compacted,
     Rejected(Rejection),
     /// Membership and blank entries carry no client write.

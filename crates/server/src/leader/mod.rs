@@ -59,7 +59,7 @@ pub struct TermContext {
 /// keeps an overloaded leader whose heartbeats sometimes miss their deadline from restarting
 /// its loops — and relisting every cache — every few seconds; safety does not depend on it,
 /// since every loop write is fenced to its term.
-const QUORUM_SILENCE_STOP_FACTOR: u64 = 4;
+const QUORUM_SILENCE_STOP_FACTOR: u64 = 6;
 
 /// The term this peer leads in, if it is leader and has heard from a quorum recently (within
 /// one election timeout to start loops, [`QUORUM_SILENCE_STOP_FACTOR`] of them to keep them).

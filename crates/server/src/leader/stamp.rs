@@ -126,7 +126,7 @@ pub fn stamp_request(request: &mut WriteRequest, stamp: &LeaderStamp) -> Stamped
             success: stamp_branch(&mut txn.success, &op),
             failure: stamp_branch(&mut txn.failure, &op),
         },
-        WriteOp::Batch(_) | WriteOp::Compact { .. } => Stamped::Nothing,
+        WriteOp::Batch(_) | WriteOp::Compact { .. } | WriteOp::Group(_) => Stamped::Nothing,
     }
 }
 

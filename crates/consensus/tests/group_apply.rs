@@ -1,0 +1,130 @@
+//! Applying a group entry (the proposer's `WriteOp::Group`) straight through the state machine:
+//! each member is applied as if it had an entry of its own, and the group lands atomically.
+
+use std::sync::Arc;
+
+use flotilla_consensus::db;
+use flotilla_consensus::mvcc::ReadView;
+use flotilla_consensus::snapshot::SnapshotStore;
+use flotilla_consensus::state_machine::StateMachine;
+use flotilla_consensus::types::{
+    Compare, CompareOp, CompareTarget, Entry, KeyRange, LogId, PutOp, Rejection, Txn, TxnOp,
+    WriteOp, WriteOutcome, WriteRequest,
+};
+use flotilla_consensus::watch::{WatchConfig, WatchHub};
+use flotilla_consensus::RangeQuery;
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload};
+
+fn entry(term: u64, index: u64, request: WriteRequest) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(request),
+    }
+}
+
+fn open(dir: &std::path::Path) -> (Arc<rocksdb::DB>, StateMachine) {
+    let db = db::open(&dir.join("db")).unwrap();
+    let hub = WatchHub::new(0, WatchConfig::default());
+    let snapshots = SnapshotStore::open(dir.join("snapshots"), db.clone()).unwrap();
+    let sm = StateMachine::open(db.clone(), hub, snapshots).unwrap();
+    (db, sm)
+}
+
+fn value_at(db: &rocksdb::DB, key: &str, revision: i64) -> Option<(String, i64)> {
+    let mut query = RangeQuery::new(KeyRange::key(key));
+    query.revision = revision;
+    let result = ReadView::new(db).unwrap().range(&query).unwrap();
+    result.kvs.first().map(|kv| {
+        (
+            String::from_utf8(kv.value.clone()).unwrap(),
+            kv.mod_revision,
+        )
+    })
+}
+
+#[tokio::test]
+async fn group_members_apply_one_by_one_and_the_group_lands_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, mut sm) = open(dir.path());
+    let members = vec![
+        WriteRequest::put("a", "1").with_request_id("w1"),
+        // The same request id again in the same group: answered as the first, applied once.
+        WriteRequest::put("a", "1").with_request_id("w1"),
+        // Fenced to an older term: refused on its own, the others still apply.
+        WriteRequest::put("b", "1").fenced(1),
+        // Reads what the first member wrote.
+        WriteRequest::txn(Txn {
+            compares: vec![Compare {
+                key: b"a".to_vec(),
+                op: CompareOp::Equal,
+                target: CompareTarget::Version(1),
+            }],
+            success: vec![TxnOp::Put(PutOp {
+                key: b"a".to_vec(),
+                value: b"2".to_vec(),
+                prev_kv: false,
+            })],
+            failure: vec![],
+        }),
+    ];
+    let responses = sm
+        .apply(vec![entry(
+            2,
+            1,
+            WriteRequest::new(WriteOp::Group(members)),
+        )])
+        .await
+        .unwrap();
+    let WriteOutcome::Group(each) = &responses[0].outcome else {
+        panic!("expected a group outcome, got {:?}", responses[0]);
+    };
+    let revisions: Vec<i64> = each.iter().map(|r| r.revision).collect();
+    assert_eq!(revisions, vec![1, 1, 1, 2]);
+    assert_eq!(
+        each[0].outcome, each[1].outcome,
+        "a retry gets the first answer"
+    );
+    assert_eq!(
+        each[2].outcome,
+        WriteOutcome::Rejected(Rejection::Fenced {
+            fence_term: 1,
+            current_term: 2
+        })
+    );
+    assert!(matches!(
+        each[3].outcome,
+        WriteOutcome::Txn {
+            succeeded: true,
+            ..
+        }
+    ));
+    assert_eq!(responses[0].revision, 2);
+    // History keeps each member's revision.
+    assert_eq!(value_at(&db, "a", 1), Some(("1".into(), 1)));
+    assert_eq!(value_at(&db, "a", 2), Some(("2".into(), 2)));
+    assert_eq!(value_at(&db, "b", 2), None);
+
+    // A malformed group (a group inside a group) is refused whole and changes nothing.
+    let nested = WriteRequest::new(WriteOp::Group(vec![
+        WriteRequest::put("c", "1"),
+        WriteRequest::new(WriteOp::Group(vec![WriteRequest::put("d", "1")])),
+    ]));
+    let refused = sm.apply(vec![entry(2, 2, nested)]).await.unwrap();
+    assert!(
+        matches!(
+            refused[0].outcome,
+            WriteOutcome::Rejected(Rejection::Invalid(_))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(value_at(&db, "c", 0), None);
+
+    // Reopened, the state machine holds the whole group and where it stopped.
+    drop(sm);
+    drop(db);
+    let (db, mut sm) = open(dir.path());
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(2));
+    assert_eq!(value_at(&db, "a", 0), Some(("2".into(), 2)));
+}
