@@ -1,13 +1,27 @@
-//! Requests a follower hands to the leader, and the leader's replies.
+//! Requests a follower hands to the leader, and the leader's replies; and the [`Forwarder`],
+//! which carries the writes waiting on a follower to the leader in one RPC.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::StoreError;
+use crate::network::{self, PeerChannels};
+use crate::propose::{GROUP_BYTES_MAX, GROUP_WRITES_MAX};
 use crate::types::{NodeId, WriteRequest, WriteResponse};
+
+/// Writes waiting on a follower to be forwarded; a caller waits for room when it is full.
+pub const FORWARD_QUEUE_MAX: usize = 4096;
+/// Forward RPCs from this peer in flight at once; later writes gather into the next one.
+pub const FORWARDS_IN_FLIGHT_MAX: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardRequest {
     Write(WriteRequest),
+    /// Independent writes (at most [`GROUP_WRITES_MAX`]), answered one by one, in order.
+    Writes(Vec<WriteRequest>),
     AddMember {
         id: NodeId,
         addr: String,
@@ -31,7 +45,142 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardOk {
     Write(WriteResponse),
+    Writes(Vec<Result<WriteResponse, StoreError>>),
     Members(Vec<Member>),
 }
 
 pub type ForwardReply = Result<ForwardOk, StoreError>;
+
+type Reply = oneshot::Sender<Result<WriteResponse, StoreError>>;
+
+struct Outgoing {
+    leader: NodeId,
+    addr: String,
+    request: WriteRequest,
+    bytes: usize,
+    timeout: Duration,
+    reply: Reply,
+}
+
+/// Carries the writes waiting on a follower to the leader: every write that arrives while
+/// earlier forward RPCs are in flight goes in the next one, so a busy follower does not pay one
+/// RPC (and the leader one request) per write. Dropping it stops the forwarder.
+pub struct Forwarder {
+    queue: mpsc::Sender<Outgoing>,
+}
+
+impl Forwarder {
+    pub fn start(channels: PeerChannels) -> Forwarder {
+        let (queue, outgoing) = mpsc::channel(FORWARD_QUEUE_MAX);
+        tokio::spawn(run(channels, outgoing));
+        Forwarder { queue }
+    }
+
+    /// Forwards `request` (already validated; `bytes` as [`WriteRequest::checked_bytes`] counts
+    /// them) to `leader` and returns its answer, or an error within `timeout`.
+    pub async fn forward(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        request: WriteRequest,
+        bytes: usize,
+        timeout: Duration,
+    ) -> Result<WriteResponse, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let outgoing = Outgoing {
+            leader,
+            addr: addr.to_string(),
+            request,
+            bytes,
+            timeout,
+            reply,
+        };
+        let work = async {
+            self.queue
+                .send(outgoing)
+                .await
+                .map_err(|_| StoreError::ShuttingDown)?;
+            answer.await.map_err(|_| StoreError::ShuttingDown)?
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(timeout.as_millis() as u64)))
+    }
+}
+
+async fn run(channels: PeerChannels, mut queue: mpsc::Receiver<Outgoing>) {
+    let slots = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
+    let mut carried: Option<Outgoing> = None;
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queue.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < GROUP_WRITES_MAX {
+            match queue.try_recv() {
+                Ok(next)
+                    if next.leader != batch[0].leader || bytes + next.bytes > GROUP_BYTES_MAX =>
+                {
+                    carried = Some(next);
+                    break;
+                }
+                Ok(next) => {
+                    bytes += next.bytes;
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        // A caller that gave up (its deadline passed) gets nothing forwarded.
+        batch.retain(|o| !o.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let channels = channels.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            send(&channels, batch).await;
+        });
+    }
+}
+
+/// One forward RPC for `batch` (all bound for one leader); answers each of its writes.
+async fn send(channels: &PeerChannels, batch: Vec<Outgoing>) {
+    let leader = batch[0].leader;
+    let addr = batch[0].addr.clone();
+    let timeout = batch.iter().map(|o| o.timeout).max().unwrap_or_default();
+    let (mut requests, replies): (Vec<WriteRequest>, Vec<Reply>) =
+        batch.into_iter().map(|o| (o.request, o.reply)).unzip();
+    let count = requests.len();
+    let request = match requests.pop() {
+        Some(only) if count == 1 => ForwardRequest::Write(only),
+        Some(last) => {
+            requests.push(last);
+            ForwardRequest::Writes(requests)
+        }
+        None => return,
+    };
+    let each = match network::forward(channels, leader, &addr, &request, timeout).await {
+        Err(e) => vec![Err(StoreError::Unavailable(e)); count],
+        Ok(Err(e)) => vec![Err(e); count],
+        Ok(Ok(ForwardOk::Write(response))) if count == 1 => vec![Ok(response)],
+        Ok(Ok(ForwardOk::Writes(results))) if results.len() == count => results,
+        Ok(Ok(other)) => vec![
+            Err(StoreError::Storage(format!(
+                "the leader answered {count} forwarded writes with {other:?}"
+            )));
+            count
+        ],
+    };
+    for (reply, result) in replies.into_iter().zip(each) {
+        let _ = reply.send(result);
+    }
+}

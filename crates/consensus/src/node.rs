@@ -15,11 +15,11 @@ use tokio::time::Instant;
 use crate::config::StoreConfig;
 use crate::db;
 use crate::error::StoreError;
-use crate::forward::{ForwardOk, ForwardRequest, Member};
+use crate::forward::{ForwardOk, ForwardRequest, Forwarder, Member};
 use crate::log_store::LogStore;
 use crate::mvcc::{self, RangeQuery, ReadView};
 use crate::network::{self, Network, PeerChannels};
-use crate::propose::{self, Proposer};
+use crate::propose::{self, Proposer, GROUP_WRITES_MAX};
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
 use crate::types::{KeyRange, NodeId, Raft, RangeResult, WriteOp, WriteRequest, WriteResponse};
@@ -57,6 +57,7 @@ pub struct StoreNode {
     request_prefix: String,
     request_seq: AtomicU64,
     proposer: Proposer,
+    forwarder: Forwarder,
 }
 
 fn storage<E: std::fmt::Display>(e: E) -> StoreError {
@@ -91,6 +92,7 @@ impl StoreNode {
         Ok(Arc::new(StoreNode {
             id: config.id,
             proposer: Proposer::start(raft.clone(), config.id),
+            forwarder: Forwarder::start(channels.clone()),
             raft,
             db,
             hub,
@@ -204,9 +206,9 @@ impl StoreNode {
         let request = ForwardRequest::Write(request);
         match self.on_leader(request).await? {
             ForwardOk::Write(response) => Ok(response),
-            ForwardOk::Members(_) => Err(StoreError::Storage(
-                "leader answered a write with members".into(),
-            )),
+            other => Err(StoreError::Storage(format!(
+                "leader answered a write with {other:?}"
+            ))),
         }
     }
 
@@ -246,11 +248,18 @@ impl StoreNode {
             Some((leader, _)) if leader == self.id => {
                 self.execute_as_leader(request.clone(), deadline).await
             }
-            Some((leader, addr)) => {
-                network::forward(&self.channels, leader, &addr, request, remaining)
+            Some((leader, addr)) => match request {
+                ForwardRequest::Write(write) => {
+                    let bytes = write.checked_bytes().map_err(StoreError::Invalid)?;
+                    self.forwarder
+                        .forward(leader, &addr, write.clone(), bytes, remaining)
+                        .await
+                        .map(ForwardOk::Write)
+                }
+                _ => network::forward(&self.channels, leader, &addr, request, remaining)
                     .await
-                    .map_err(StoreError::Unavailable)?
-            }
+                    .map_err(StoreError::Unavailable)?,
+            },
             None => {
                 let wait =
                     remaining.min(Duration::from_millis(self.config.election_timeout_max_ms));
@@ -274,15 +283,16 @@ impl StoreNode {
         let timeout_ms = self.config.request_timeout.as_millis() as u64;
         let work = async {
             match request {
-                ForwardRequest::Write(write) => {
-                    let bytes = write.checked_bytes().map_err(StoreError::Invalid)?;
-                    if matches!(write.op, WriteOp::Group(_)) {
-                        return Err(StoreError::Invalid(
-                            "groups are formed by the leader's proposer, not sent to it".into(),
-                        ));
+                ForwardRequest::Write(write) => Ok(ForwardOk::Write(self.propose(write).await?)),
+                ForwardRequest::Writes(writes) => {
+                    if writes.len() > GROUP_WRITES_MAX {
+                        return Err(StoreError::Invalid(format!(
+                            "{} forwarded writes; the limit is {GROUP_WRITES_MAX}",
+                            writes.len()
+                        )));
                     }
-                    let response = self.proposer.propose(write, bytes).await?;
-                    Ok(ForwardOk::Write(response))
+                    let each = writes.into_iter().map(|write| self.propose(write));
+                    Ok(ForwardOk::Writes(futures::future::join_all(each).await))
                 }
                 ForwardRequest::AddMember {
                     id,
@@ -314,6 +324,17 @@ impl StoreNode {
         tokio::time::timeout(remaining, work)
             .await
             .unwrap_or(Err(StoreError::Timeout(timeout_ms)))
+    }
+
+    /// Proposes one client write on this peer, the leader.
+    async fn propose(&self, write: WriteRequest) -> Result<WriteResponse, StoreError> {
+        let bytes = write.checked_bytes().map_err(StoreError::Invalid)?;
+        if matches!(write.op, WriteOp::Group(_)) {
+            return Err(StoreError::Invalid(
+                "groups are formed by the leader's proposer, not sent to it".into(),
+            ));
+        }
+        self.proposer.propose(write, bytes).await
     }
 
     async fn promote_when_caught_up(
@@ -471,9 +492,9 @@ impl StoreNode {
     async fn members_reply(&self, request: ForwardRequest) -> Result<Vec<Member>, StoreError> {
         match self.on_leader(request).await? {
             ForwardOk::Members(members) => Ok(members),
-            ForwardOk::Write(_) => Err(StoreError::Storage(
-                "leader answered a membership change with a write".into(),
-            )),
+            other => Err(StoreError::Storage(format!(
+                "leader answered a membership change with {other:?}"
+            ))),
         }
     }
 

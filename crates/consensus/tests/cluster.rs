@@ -188,3 +188,72 @@ async fn membership_change_of_an_unknown_peer_is_refused() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_a_follower_each_get_their_own_answer() {
+    use flotilla_consensus::types::{Compare, CompareOp, CompareTarget, PutOp, Txn, TxnOp};
+    use flotilla_consensus::types::{WriteOutcome, WriteRequest};
+    const WRITES: usize = 150;
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = cluster.follower().await;
+    let node = cluster.node(follower).clone();
+    let before = cluster.node(leader).status().unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..WRITES {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            // Each creates its key only if absent: the answer says which write it was.
+            let key = format!("f/{i}");
+            let txn = Txn {
+                compares: vec![Compare {
+                    key: key.clone().into_bytes(),
+                    op: CompareOp::Equal,
+                    target: CompareTarget::Version(0),
+                }],
+                success: vec![TxnOp::Put(PutOp {
+                    key: key.clone().into_bytes(),
+                    value: format!("v{i}").into_bytes(),
+                    prev_kv: false,
+                })],
+                failure: vec![],
+            };
+            let request = WriteRequest::txn(txn).with_request_id(format!("follower-{i}"));
+            (i, node.write(request).await.expect("write"))
+        }));
+    }
+    let mut revisions = BTreeSet::new();
+    for task in tasks {
+        let (i, response) = task.await.unwrap();
+        assert!(
+            matches!(
+                response.outcome,
+                WriteOutcome::Txn {
+                    succeeded: true,
+                    ..
+                }
+            ),
+            "write {i}: {response:?}"
+        );
+        assert!(revisions.insert(response.revision), "revision reused");
+    }
+    assert_eq!(revisions.len(), WRITES);
+    assert_eq!(
+        *revisions.first().unwrap(),
+        before.revision + 1,
+        "no gap before"
+    );
+    assert_eq!(
+        *revisions.last().unwrap(),
+        before.revision + WRITES as i64,
+        "no gap after"
+    );
+    for i in [0, WRITES / 2, WRITES - 1] {
+        assert_eq!(
+            get(&node, &format!("f/{i}"), false).await,
+            Some(format!("v{i}"))
+        );
+    }
+    drop(node);
+    cluster.shutdown().await;
+}

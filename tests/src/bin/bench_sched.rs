@@ -77,34 +77,49 @@ fn spawn(bin: &PathBuf, args: &[String], log: &std::path::Path) -> Killer {
     )
 }
 
-async fn count(addr: &str, kind: &str, fields: &str, labels: &str) -> usize {
-    let mut total = 0;
-    let mut token = String::new();
-    loop {
-        let request = ListRequest {
-            kind: kind.into(),
-            all_namespaces: true,
-            field_selector: fields.into(),
-            label_selector: labels.into(),
-            limit: 5000,
-            r#continue: token.clone(),
-            stale: true,
-            ..Default::default()
-        };
-        let Ok(page) = ClusterApiClient::new(channel(addr))
-            .max_decoding_message_size(256 << 20)
-            .list(request)
-            .await
-        else {
-            return total;
-        };
-        let page = page.into_inner();
-        total += page.items.len();
-        if page.r#continue.is_empty() {
-            return total;
+/// Attempts at one count before it is reported as unknown.
+const COUNT_ATTEMPTS_MAX: usize = 3;
+
+/// Counts the objects that match, paging through one list; a failed page restarts the count
+/// (at most [`COUNT_ATTEMPTS_MAX`] times) rather than reporting a partial total. `None`: no
+/// complete count could be taken.
+async fn count(addr: &str, kind: &str, fields: &str, labels: &str) -> Option<usize> {
+    'attempt: for _ in 0..COUNT_ATTEMPTS_MAX {
+        let mut total = 0;
+        let mut token = String::new();
+        loop {
+            let request = ListRequest {
+                kind: kind.into(),
+                all_namespaces: true,
+                field_selector: fields.into(),
+                label_selector: labels.into(),
+                limit: 5000,
+                r#continue: token.clone(),
+                stale: true,
+                ..Default::default()
+            };
+            let page = match ClusterApiClient::new(channel(addr))
+                .max_decoding_message_size(256 << 20)
+                .list(request)
+                .await
+            {
+                Ok(page) => page.into_inner(),
+                Err(status) => {
+                    eprintln!(
+                        "    (count of {kind} failed: {}; counting again)",
+                        status.message()
+                    );
+                    continue 'attempt;
+                }
+            };
+            total += page.items.len();
+            if page.r#continue.is_empty() {
+                return Some(total);
+            }
+            token = page.r#continue;
         }
-        token = page.r#continue;
     }
+    None
 }
 
 fn deployment(i: usize, replicas: usize) -> String {
@@ -142,7 +157,7 @@ async fn at_scale(args: &Args) {
         &hollow_log,
     );
     let started = Instant::now();
-    while count(&addrs[0], "Node", "", "").await < args.nodes {
+    while count(&addrs[0], "Node", "", "").await.unwrap_or(0) < args.nodes {
         assert!(
             started.elapsed() < Duration::from_secs(args.timeout),
             "hollow nodes did not register"
@@ -171,8 +186,12 @@ async fn at_scale(args: &Args) {
     }
     let applied = begin.elapsed();
     let mut last_report = Instant::now();
+    // The last complete count (a count that failed three times keeps the previous one).
+    let mut bound = 0;
     let bound = loop {
-        let bound = count(&addrs[1], "Pod", "spec.nodeName!=", "").await;
+        if let Some(now) = count(&addrs[1], "Pod", "spec.nodeName!=", "").await {
+            bound = now;
+        }
         if bound >= total || begin.elapsed() > Duration::from_secs(args.timeout) {
             break bound;
         }
