@@ -28,7 +28,7 @@ pub const GROUP_WRITES_MAX: usize = limits::MAX_GROUP_WRITES;
 pub const GROUP_BYTES_MAX: usize = 256 * 1024;
 /// Entries proposed and not yet applied. Two keep the log busy (one being replicated while the
 /// next is appended) while every later write gathers into the group after them.
-pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 4;
 
 type Reply = oneshot::Sender<Result<WriteResponse, StoreError>>;
 
