@@ -70,12 +70,23 @@ async fn lifecycle_round(
 ) -> Result<(), ApiError> {
     let nodes = ctx.nodes.snapshot();
     let node_objects: Vec<Node> = nodes.iter().map(|n| (*n.object).clone()).collect();
-    let pods: Vec<Pod> = ctx
-        .pods
-        .snapshot()
-        .iter()
-        .map(|p| (*p.object).clone())
-        .collect();
+    // Pods matter only to evictions. Copying and grouping every pod of a large cluster five
+    // times a second would cost more than the rest of the leader's work, so it is done only
+    // when some node has been silent for longer than its lease plus the margin.
+    let eviction_due = node_objects.iter().any(|node| {
+        tracker
+            .silent_since_ms(&node.metadata.name)
+            .is_some_and(|since| now.saturating_sub(since) >= config.eviction_after_ms())
+    });
+    let pods: Vec<Pod> = if eviction_due {
+        ctx.pods
+            .snapshot()
+            .iter()
+            .map(|p| (*p.object).clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let actions = tracker.evaluate(&node_objects, &pods_by_node(&pods), now, config);
     let mut writes = Vec::new();
     let mut evictions = Vec::new();
