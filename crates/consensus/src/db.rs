@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -29,6 +29,13 @@ pub const CF_SNAPSHOT: &str = "snapshot";
 
 /// The column families that make up the state machine; a snapshot holds exactly these.
 pub const STATE_MACHINE_CFS: [&str; 5] = [CF_KV, CF_HISTORY, CF_SM, CF_DEDUP, CF_DEDUP_INDEX];
+
+/// Column families read by exact key on every write (request ids, current key records).
+const POINT_LOOKUP_CFS: [&str; 2] = [CF_DEDUP, CF_KV];
+/// Bloom filter bits per key (about 1 % false positives).
+const BLOOM_BITS_PER_KEY: f64 = 10.0;
+/// Share of a memtable's size given to its bloom filter.
+const MEMTABLE_BLOOM_RATIO: f64 = 0.1;
 
 const ALL_CFS: [&str; 8] = [
     CF_LOG,
@@ -59,6 +66,17 @@ pub fn open(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     let cfs = ALL_CFS.iter().map(|name| {
         let mut cf_opts = Options::default();
         cf_opts.set_write_buffer_size(16 * 1024 * 1024);
+        if POINT_LOOKUP_CFS.contains(name) {
+            // Every write looks up its request id (almost always absent) and its key: a
+            // whole-key bloom filter, in the SST files and the memtable, answers "absent"
+            // without searching every level.
+            let mut table = BlockBasedOptions::default();
+            table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+            table.set_whole_key_filtering(true);
+            cf_opts.set_block_based_table_factory(&table);
+            cf_opts.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+            cf_opts.set_memtable_whole_key_filtering(true);
+        }
         ColumnFamilyDescriptor::new(*name, cf_opts)
     });
     let db = DB::open_cf_descriptors(&opts, path, cfs)?;
