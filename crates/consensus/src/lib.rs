@@ -19,6 +19,7 @@ pub mod mvcc;
 pub mod network;
 pub mod node;
 pub mod propose;
+pub mod read_index;
 pub mod snapshot;
 pub mod state_machine;
 pub mod transport_service;

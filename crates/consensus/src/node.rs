@@ -20,6 +20,7 @@ use crate::log_store::LogStore;
 use crate::mvcc::{self, RangeQuery, ReadView};
 use crate::network::{self, Network, PeerChannels};
 use crate::propose::{self, Proposer, GROUP_WRITES_MAX};
+use crate::read_index::ReadIndexer;
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
 use crate::types::{KeyRange, NodeId, Raft, RangeResult, WriteOp, WriteRequest, WriteResponse};
@@ -58,6 +59,7 @@ pub struct StoreNode {
     request_seq: AtomicU64,
     proposer: Proposer,
     forwarder: Forwarder,
+    read_indexer: ReadIndexer,
 }
 
 fn storage<E: std::fmt::Display>(e: E) -> StoreError {
@@ -93,6 +95,7 @@ impl StoreNode {
             id: config.id,
             proposer: Proposer::start(raft.clone(), config.id),
             forwarder: Forwarder::start(channels.clone()),
+            read_indexer: ReadIndexer::start(raft.clone(), config.id, config.request_timeout),
             raft,
             db,
             hub,
@@ -428,18 +431,10 @@ impl StoreNode {
         Ok(())
     }
 
-    /// Confirms leadership with a quorum; returns the index a linearizable read waits for.
+    /// Confirms leadership with a quorum (one round shared by the reads waiting for it, see
+    /// `read_index.rs`); returns the index a linearizable read waits for.
     pub async fn read_index_as_leader(&self, timeout: Duration) -> Result<u64, StoreError> {
-        let timeout_ms = timeout.as_millis() as u64;
-        let result = tokio::time::timeout(timeout, self.raft.get_read_log_id())
-            .await
-            .map_err(|_| StoreError::Timeout(timeout_ms))?;
-        match result {
-            Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(_)) => Err(StoreError::NotLeader(self.id)),
-            Err(RaftError::Fatal(openraft::error::Fatal::Stopped)) => Err(StoreError::ShuttingDown),
-            Err(RaftError::Fatal(fatal)) => Err(StoreError::Storage(fatal.to_string())),
-        }
+        self.read_indexer.read_index(timeout).await
     }
 
     /// Reads a range. Linearizable unless `serializable`, which answers from this peer's applied

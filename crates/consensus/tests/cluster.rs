@@ -257,3 +257,27 @@ async fn concurrent_writes_through_a_follower_each_get_their_own_answer() {
     drop(node);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_linearizable_reads_see_the_write_acknowledged_before_them() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = cluster.follower().await;
+    for round in 0..10 {
+        let value = format!("v{round}");
+        put(cluster.node(leader), "r", &value).await;
+        // Many reads at once share leadership confirmations; each still sees the write that
+        // was acknowledged before it began, on the leader and through a follower.
+        let mut reads = Vec::new();
+        for i in 0..40 {
+            let node = cluster
+                .node(if i % 2 == 0 { leader } else { follower })
+                .clone();
+            reads.push(tokio::spawn(async move { get(&node, "r", false).await }));
+        }
+        for read in reads {
+            assert_eq!(read.await.unwrap(), Some(value.clone()), "round {round}");
+        }
+    }
+    cluster.shutdown().await;
+}
