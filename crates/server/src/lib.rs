@@ -145,7 +145,7 @@ pub async fn run(
     let server =
         router.serve_with_incoming_shutdown(flotilla_consensus::incoming(listener), shutdown);
     let bootstrap = ensure_default_namespace(&api);
-    let leader_loops = leader::supervise(
+    let leader_loops = leader::supervise_on_own_thread(
         node.clone(),
         api.registry().clone(),
         heartbeats,

@@ -26,6 +26,9 @@ use crate::heartbeat::Heartbeats;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// Worker threads of the leader loops' own runtime (see [`supervise_on_own_thread`]).
+pub const LEADER_LOOP_THREADS: usize = 1;
+
 /// How often leadership is re-checked even when Raft reports nothing new.
 const LEADERSHIP_POLL: Duration = Duration::from_millis(100);
 
@@ -75,6 +78,49 @@ fn leading_term(node: &StoreNode, running: bool) -> Option<u64> {
     let in_touch = m.millis_since_quorum_ack.is_some_and(|ms| ms < quorum_ms);
     (m.state == ServerState::Leader && m.current_leader == Some(node.id) && in_touch)
         .then_some(m.current_term)
+}
+
+/// Runs [`supervise`] on a thread and tokio runtime of its own (named `leader-loops`), until the
+/// returned future is dropped or the supervisor ends (the future then completes).
+///
+/// The loops decode, cache and scan every object of the cluster; at scale that is seconds of
+/// CPU after each change of leadership. On a runtime of their own they cannot hold up the Raft
+/// core, its heartbeats and the API behind them on the server's workers: a busy leader keeps
+/// answering its followers in time instead of being voted out.
+pub fn supervise_on_own_thread(
+    node: Arc<StoreNode>,
+    registry: ApiRegistry,
+    heartbeats: Arc<Heartbeats>,
+    config: LeaderConfig,
+) -> impl std::future::Future<Output = ()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("leader-loops".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(LEADER_LOOP_THREADS)
+                .thread_name("leader-loops")
+                .enable_all()
+                .build()
+                .expect("building the leader loops' runtime");
+            runtime.block_on(async {
+                tokio::select! {
+                    () = supervise(node, registry, heartbeats, config) => {}
+                    _ = stopped => {}
+                }
+            });
+            let _ = done.send(());
+        });
+    async move {
+        // Dropping `stop` (with this future) ends the supervisor and its loops.
+        let _stop = stop;
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the leader loops' thread");
+            return;
+        }
+        let _ = finished.await;
+    }
 }
 
 /// Runs forever: starts the leader loops on gaining leadership, stops them on losing it.
