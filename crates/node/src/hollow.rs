@@ -31,6 +31,9 @@ pub struct HollowConfig {
     pub count: usize,
     /// Zones are assigned round-robin (`zone-0` …).
     pub zones: usize,
+    /// Of every five nodes, this many are labelled `disk=ssd` and the rest `disk=hdd`, so that
+    /// node selectors on storage have both kinds to choose from (as in a mixed datacenter).
+    pub ssd_per_five: usize,
     pub cpu_milli: i64,
     pub memory_bytes: i64,
     pub max_pods: i64,
@@ -45,6 +48,7 @@ impl HollowConfig {
             prefix: prefix.into(),
             count,
             zones: 3,
+            ssd_per_five: 2,
             cpu_milli: 16_000,
             memory_bytes: 64 << 30,
             max_pods: 110,
@@ -72,6 +76,7 @@ fn node_manifest(config: &HollowConfig, index: usize, name: &str) -> Value {
         "metadata": {"name": name, "labels": {
             "kubernetes.io/hostname": name,
             "topology.kubernetes.io/zone": format!("zone-{}", index % config.zones.max(1)),
+            "disk": if index % 5 < config.ssd_per_five { "ssd" } else { "hdd" },
             "flotilla.dev/hollow": "true",
         }},
         "status": {
@@ -250,5 +255,35 @@ async fn act(client: &ApiClient, cached: &Cached<Pod>) {
         if status.code() != tonic::Code::Aborted && status.code() != tonic::Code::NotFound {
             tracing::debug!(error = %status, "hollow node could not report a pod");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hollow_nodes_carry_zone_and_a_mix_of_disk_labels() {
+        let config = HollowConfig::new(vec![], "h", 10);
+        let labels: Vec<(String, String)> = config
+            .node_names()
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let node = node_manifest(&config, i, name);
+                let labels = &node["metadata"]["labels"];
+                (
+                    labels["topology.kubernetes.io/zone"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    labels["disk"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let ssd = labels.iter().filter(|(_, disk)| disk == "ssd").count();
+        assert_eq!(ssd, 4, "two of every five nodes: {labels:?}");
+        assert_eq!(labels[0].0, "zone-0");
+        assert_eq!(labels[4].0, "zone-1");
     }
 }
