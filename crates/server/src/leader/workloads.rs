@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_controllers::deployment::reconcile_deployment;
-use flotilla_controllers::pods::is_controlled_by;
+use flotilla_controllers::pods::controller_uid;
 use flotilla_controllers::replicaset::{reconcile_replicaset, ReplicaSetPlan};
 use flotilla_state::informer::Cached;
-use flotilla_state::objects::{Deployment, Pod, ReplicaSet};
+use flotilla_state::objects::{Deployment, ObjectMeta, Pod, ReplicaSet};
 use flotilla_state::registry::{ApiError, DeleteOptions};
 use flotilla_state::service::kind_info;
 use flotilla_state::Kind;
@@ -75,15 +75,14 @@ pub async fn run_replicasets(ctx: Arc<TermContext>) {
     }
 }
 
-/// Pods by the uid of their controlling owner.
-fn pods_by_owner(pods: &[Cached<Pod>]) -> HashMap<String, Vec<&Pod>> {
-    let mut by_owner: HashMap<String, Vec<&Pod>> = HashMap::new();
-    for cached in pods {
-        if let Some(owner) = cached.object.metadata.controller_owner() {
-            by_owner
-                .entry(owner.uid.clone())
-                .or_default()
-                .push(&cached.object);
+/// Items by the uid of their controlling owner (items with none are left out), in the order given.
+fn by_controller<'a, T>(
+    items: impl Iterator<Item = (&'a ObjectMeta, T)>,
+) -> HashMap<&'a str, Vec<T>> {
+    let mut by_owner: HashMap<&str, Vec<T>> = HashMap::new();
+    for (metadata, item) in items {
+        if let Some(uid) = controller_uid(metadata) {
+            by_owner.entry(uid).or_default().push(item);
         }
     }
     by_owner
@@ -95,7 +94,7 @@ async fn replicaset_round(
 ) -> Result<Option<Duration>, ApiError> {
     let now = now_ms();
     let pods = ctx.pods.snapshot();
-    let by_owner = pods_by_owner(&pods);
+    let by_owner = by_controller(pods.iter().map(|p| (&p.object.metadata, &*p.object)));
     let mut creates = Vec::new();
     let mut deletes = Vec::new();
     let mut statuses = Vec::new();
@@ -104,7 +103,7 @@ async fn replicaset_round(
     let empty = Vec::new();
     for cached in ctx.replicasets.snapshot() {
         let rs = &cached.object;
-        let owned = by_owner.get(&rs.metadata.uid).unwrap_or(&empty);
+        let owned = by_owner.get(rs.metadata.uid.as_str()).unwrap_or(&empty);
         if let Some(p) = pending.get(&rs.metadata.uid) {
             if !satisfied(p, owned) {
                 continue;
@@ -196,27 +195,30 @@ async fn deployment_round(ctx: &TermContext) -> Result<Option<Duration>, ApiErro
     let now = now_ms();
     let pods = ctx.pods.snapshot();
     let all_rs = ctx.replicasets.snapshot();
+    // Indexed once per round by controlling owner: scanning every pod and ReplicaSet for each
+    // Deployment would cost Deployments × pods (45 million checks at 300 × 150 000).
+    let rs_by_owner = by_controller(all_rs.iter().map(|rs| (&rs.object.metadata, rs)));
+    let pods_by_rs = by_controller(
+        pods.iter()
+            .enumerate()
+            .map(|(i, p)| (&p.object.metadata, (i, p))),
+    );
     let mut requeue: Option<i64> = None;
     for cached in ctx.deployments.snapshot() {
         let d = &cached.object;
-        let rss: Vec<&Cached<ReplicaSet>> = all_rs
+        let rss: Vec<&Cached<ReplicaSet>> = match d.metadata.uid.as_str() {
+            "" => Vec::new(),
+            uid => rs_by_owner.get(uid).cloned().unwrap_or_default(),
+        };
+        // The pods of those ReplicaSets, in the cache's order.
+        let mut owned: Vec<(usize, &Cached<Pod>)> = rss
             .iter()
-            .filter(|rs| is_controlled_by(&rs.object.metadata, &d.metadata.uid))
+            .filter_map(|rs| pods_by_rs.get(rs.object.metadata.uid.as_str()))
+            .flatten()
+            .copied()
             .collect();
-        let rs_uids: HashSet<&str> = rss
-            .iter()
-            .map(|rs| rs.object.metadata.uid.as_str())
-            .collect();
-        let owned_pods: Vec<Pod> = pods
-            .iter()
-            .filter(|p| {
-                p.object
-                    .metadata
-                    .controller_owner()
-                    .is_some_and(|o| rs_uids.contains(o.uid.as_str()))
-            })
-            .map(|p| (*p.object).clone())
-            .collect();
+        owned.sort_by_key(|(i, _)| *i);
+        let owned_pods: Vec<Pod> = owned.iter().map(|(_, p)| (*p.object).clone()).collect();
         let rs_objects: Vec<ReplicaSet> = rss.iter().map(|rs| (*rs.object).clone()).collect();
         let plan = match reconcile_deployment(d, &rs_objects, &owned_pods, now) {
             Ok(plan) => plan,
