@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_consensus::node::wait_closed;
 use flotilla_consensus::{StoreConfig, StoreNode, WriteOp, WriteRequest};
 use flotilla_state::registry::{
     ApiError, ApplyAction, DeleteOptions, EventType, ListOptions, Propagation, Registry, Scope,
@@ -13,10 +14,44 @@ use flotilla_state::service::{admit, kind_info, KINDS};
 use flotilla_state::{parse_manifests, Kind};
 use serde_json::{json, Value};
 
+/// A one-peer store and its registry (reached through `Deref`), in a temporary directory that
+/// is removed only once the store is closed.
 struct Env {
+    inner: Option<Inner>,
+    _dir: tempfile::TempDir,
+}
+
+struct Inner {
     registry: Registry<Arc<StoreNode>>,
     node: Arc<StoreNode>,
-    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        self.inner
+            .as_ref()
+            .expect("the store is open until the fixture is dropped")
+    }
+}
+
+impl Drop for Env {
+    /// Stops Raft and waits for the store to close before the directory is removed: a store
+    /// closed later would recreate files in a directory already deleted.
+    fn drop(&mut self) {
+        let Some(Inner { registry, node }) = self.inner.take() else {
+            return;
+        };
+        drop(registry);
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move {
+                let closed = node.shutdown().await;
+                drop(node);
+                wait_closed(closed, Duration::from_secs(10)).await;
+            })
+        });
+    }
 }
 
 async fn env() -> Env {
@@ -33,8 +68,7 @@ async fn env() -> Env {
         .unwrap();
     let registry = Registry::new(node.clone(), &KINDS);
     let env = Env {
-        registry,
-        node,
+        inner: Some(Inner { registry, node }),
         _dir: dir,
     };
     env.create_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}")
