@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::batch::{self, Batches, Waiting};
 use crate::error::StoreError;
 use crate::network::{self, PeerChannels};
 use crate::propose::{GROUP_BYTES_MAX, GROUP_WRITES_MAX};
@@ -53,25 +54,24 @@ pub type ForwardReply = Result<ForwardOk, StoreError>;
 
 type Reply = oneshot::Sender<Result<WriteResponse, StoreError>>;
 
+/// A write to forward, and where to.
 struct Outgoing {
     leader: NodeId,
     addr: String,
     request: WriteRequest,
-    bytes: usize,
     timeout: Duration,
-    reply: Reply,
 }
 
 /// Carries the writes waiting on a follower to the leader: every write that arrives while
 /// earlier forward RPCs are in flight goes in the next one, so a busy follower does not pay one
 /// RPC (and the leader one request) per write. Dropping it stops the forwarder.
 pub struct Forwarder {
-    queue: mpsc::Sender<Outgoing>,
+    queue: mpsc::Sender<Waiting<Outgoing, WriteResponse>>,
 }
 
 impl Forwarder {
     pub fn start(channels: PeerChannels) -> Forwarder {
-        let (queue, outgoing) = mpsc::channel(FORWARD_QUEUE_MAX);
+        let (queue, outgoing) = Batches::channel(FORWARD_QUEUE_MAX);
         tokio::spawn(run(channels, outgoing));
         Forwarder { queue }
     }
@@ -86,64 +86,30 @@ impl Forwarder {
         bytes: usize,
         timeout: Duration,
     ) -> Result<WriteResponse, StoreError> {
-        let (reply, answer) = oneshot::channel();
         let outgoing = Outgoing {
             leader,
             addr: addr.to_string(),
             request,
-            bytes,
             timeout,
-            reply,
         };
-        let work = async {
-            self.queue
-                .send(outgoing)
-                .await
-                .map_err(|_| StoreError::ShuttingDown)?;
-            answer.await.map_err(|_| StoreError::ShuttingDown)?
-        };
-        tokio::time::timeout(timeout, work)
-            .await
-            .unwrap_or(Err(StoreError::Timeout(timeout.as_millis() as u64)))
+        batch::ask(&self.queue, outgoing, bytes, Some(timeout)).await
     }
 }
 
-async fn run(channels: PeerChannels, mut queue: mpsc::Receiver<Outgoing>) {
+async fn run(channels: PeerChannels, mut outgoing: Batches<Outgoing, WriteResponse>) {
     let slots = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
-    let mut carried: Option<Outgoing> = None;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let first = match carried.take() {
-            Some(first) => first,
-            None => match queue.recv().await {
-                Some(first) => first,
-                None => return,
-            },
+        let Some(batch) = outgoing
+            .next(GROUP_WRITES_MAX, GROUP_BYTES_MAX, |a, b| {
+                a.leader == b.leader
+            })
+            .await
+        else {
+            return;
         };
-        let mut bytes = first.bytes;
-        let mut batch = vec![first];
-        while batch.len() < GROUP_WRITES_MAX {
-            match queue.try_recv() {
-                Ok(next)
-                    if next.leader != batch[0].leader || bytes + next.bytes > GROUP_BYTES_MAX =>
-                {
-                    carried = Some(next);
-                    break;
-                }
-                Ok(next) => {
-                    bytes += next.bytes;
-                    batch.push(next);
-                }
-                Err(_) => break,
-            }
-        }
-        // A caller that gave up (its deadline passed) gets nothing forwarded.
-        batch.retain(|o| !o.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
         let channels = channels.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -153,12 +119,16 @@ async fn run(channels: PeerChannels, mut queue: mpsc::Receiver<Outgoing>) {
 }
 
 /// One forward RPC for `batch` (all bound for one leader); answers each of its writes.
-async fn send(channels: &PeerChannels, batch: Vec<Outgoing>) {
-    let leader = batch[0].leader;
-    let addr = batch[0].addr.clone();
-    let timeout = batch.iter().map(|o| o.timeout).max().unwrap_or_default();
+async fn send(channels: &PeerChannels, batch: Vec<Waiting<Outgoing, WriteResponse>>) {
+    let leader = batch[0].item.leader;
+    let addr = batch[0].item.addr.clone();
+    let timeout = batch
+        .iter()
+        .map(|w| w.item.timeout)
+        .max()
+        .unwrap_or_default();
     let (mut requests, replies): (Vec<WriteRequest>, Vec<Reply>) =
-        batch.into_iter().map(|o| (o.request, o.reply)).unzip();
+        batch.into_iter().map(|w| (w.item.request, w.reply)).unzip();
     let count = requests.len();
     let request = match requests.pop() {
         Some(only) if count == 1 => ForwardRequest::Write(only),
@@ -180,7 +150,5 @@ async fn send(channels: &PeerChannels, batch: Vec<Outgoing>) {
             count
         ],
     };
-    for (reply, result) in replies.into_iter().zip(each) {
-        let _ = reply.send(result);
-    }
+    batch::answer(replies, each);
 }

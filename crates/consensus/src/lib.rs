@@ -8,6 +8,7 @@
 // those traits return it as it is rather than boxing and unboxing at every call.
 #![allow(clippy::result_large_err)]
 
+mod batch;
 pub mod config;
 pub mod convert;
 pub mod db;

@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use openraft::error::RaftError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::batch::{self, Batches, Waiting};
 use crate::error::StoreError;
 use crate::types::{NodeId, Raft};
 
@@ -17,56 +18,31 @@ pub const READ_QUEUE_MAX: usize = 4096;
 /// Most reads answered by one confirmation round.
 pub const READ_BATCH_MAX: usize = 4096;
 
-type Reply = oneshot::Sender<Result<u64, StoreError>>;
-
 /// The handle linearizable reads get their read index through. Dropping it stops the batcher.
 pub struct ReadIndexer {
-    queue: mpsc::Sender<Reply>,
+    queue: mpsc::Sender<Waiting<(), u64>>,
 }
 
 impl ReadIndexer {
     /// `round_timeout` bounds one confirmation round.
     pub fn start(raft: Raft, id: NodeId, round_timeout: Duration) -> ReadIndexer {
-        let (queue, waiting) = mpsc::channel(READ_QUEUE_MAX);
+        let (queue, waiting) = Batches::channel(READ_QUEUE_MAX);
         tokio::spawn(run(raft, id, round_timeout, waiting));
         ReadIndexer { queue }
     }
 
     /// The log index a read arriving now must wait for, once this peer confirmed it leads.
     pub async fn read_index(&self, timeout: Duration) -> Result<u64, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let work = async {
-            self.queue
-                .send(reply)
-                .await
-                .map_err(|_| StoreError::ShuttingDown)?;
-            answer.await.map_err(|_| StoreError::ShuttingDown)?
-        };
-        tokio::time::timeout(timeout, work)
-            .await
-            .unwrap_or(Err(StoreError::Timeout(timeout.as_millis() as u64)))
+        batch::ask(&self.queue, (), 0, Some(timeout)).await
     }
 }
 
-async fn run(raft: Raft, id: NodeId, round_timeout: Duration, mut queue: mpsc::Receiver<Reply>) {
-    while let Some(first) = queue.recv().await {
-        let mut waiting = vec![first];
-        while waiting.len() < READ_BATCH_MAX {
-            match queue.try_recv() {
-                Ok(next) => waiting.push(next),
-                Err(_) => break,
-            }
-        }
-        // A caller that gave up (its deadline passed) needs no round.
-        waiting.retain(|reply| !reply.is_closed());
-        if waiting.is_empty() {
-            continue;
-        }
+async fn run(raft: Raft, id: NodeId, round_timeout: Duration, mut reads: Batches<(), u64>) {
+    while let Some(waiting) = reads.next(READ_BATCH_MAX, usize::MAX, |_, _| true).await {
         // The round starts now, after every read in `waiting` arrived.
         let result = confirm(&raft, id, round_timeout).await;
-        for reply in waiting {
-            let _ = reply.send(result.clone());
-        }
+        let replies = waiting.into_iter().map(|w| w.reply).collect();
+        batch::answer(replies, std::iter::repeat(result));
     }
 }
 
