@@ -173,6 +173,13 @@ impl NodeTracker {
         Some(last.map_or(leader_since, |last| last.max(leader_since)))
     }
 
+    /// Whether `node` has been silent for its agent's lease plus the margin: its pods may be
+    /// evicted (those not tolerating the unreachable taint for longer). False when not leader.
+    pub fn past_eviction_time(&self, node: &str, now_ms: i64, config: &LifecycleConfig) -> bool {
+        self.silent_since_ms(node)
+            .is_some_and(|since| now_ms >= since.saturating_add(config.eviction_after_ms()))
+    }
+
     fn heard_within(&self, node: &str, window_ms: i64, now_ms: i64) -> bool {
         self.last_heartbeat_ms
             .get(node)
@@ -275,11 +282,7 @@ impl NodeTracker {
         now_ms: i64,
         config: &LifecycleConfig,
     ) -> Vec<PodRef> {
-        let Some(silent_since) = self.silent_since_ms(&node.metadata.name) else {
-            return Vec::new();
-        };
-        let evict_at = silent_since.saturating_add(config.eviction_after_ms());
-        if now_ms < evict_at {
+        if !self.past_eviction_time(&node.metadata.name, now_ms, config) {
             return Vec::new();
         }
         let tainted_at = unreachable_taint_added_ms(node).unwrap_or(now_ms);

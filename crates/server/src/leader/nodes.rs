@@ -73,11 +73,9 @@ async fn lifecycle_round(
     // Pods matter only to evictions. Copying and grouping every pod of a large cluster five
     // times a second would cost more than the rest of the leader's work, so it is done only
     // when some node has been silent for longer than its lease plus the margin.
-    let eviction_due = node_objects.iter().any(|node| {
-        tracker
-            .silent_since_ms(&node.metadata.name)
-            .is_some_and(|since| now.saturating_sub(since) >= config.eviction_after_ms())
-    });
+    let eviction_due = node_objects
+        .iter()
+        .any(|node| tracker.past_eviction_time(&node.metadata.name, now, config));
     let pods: Vec<Pod> = if eviction_due {
         ctx.pods
             .snapshot()
