@@ -39,3 +39,27 @@ pub mod verify;
 pub mod workload;
 
 pub use error::ChaosError;
+
+/// The `flotilla` binary a test or harness run drives: `$FLOTILLA_BIN`, or the one built next to
+/// the running executable (or next to its `deps/` directory, where cargo puts test binaries).
+/// Panics, saying how to build it, when it is missing.
+pub fn flotilla_bin() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("FLOTILLA_BIN") {
+        return std::path::PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the running executable's path");
+    let mut dir = exe
+        .parent()
+        .expect("the executable's directory")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("flotilla");
+    assert!(
+        bin.is_file(),
+        "{} is missing: cargo build -p flotilla-cli --bin flotilla",
+        bin.display()
+    );
+    bin
+}

@@ -23,24 +23,7 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
-/// The `flotilla` binary under test: `$FLOTILLA_BIN`, or the one built next to this test.
-pub fn flotilla_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("FLOTILLA_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let mut dir = exe.parent().expect("exe dir").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("flotilla");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build --bin flotilla)",
-        bin.display()
-    );
-    bin
-}
+pub use flotilla_chaos::flotilla_bin;
 
 /// Starts `flotilla ARGS…` with stdout and stderr appended to `log`.
 pub fn spawn_logged(args: &[String], log: &Path) -> Child {

@@ -5,24 +5,7 @@ use std::path::{Path, PathBuf};
 
 use flotilla_chaos::report::Report;
 
-/// `$FLOTILLA_BIN`, or the `flotilla` built next to the test.
-pub fn flotilla_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("FLOTILLA_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let mut dir = exe.parent().expect("test directory").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("flotilla");
-    assert!(
-        bin.is_file(),
-        "{} is missing: cargo build -p flotilla-cli --bin flotilla",
-        bin.display()
-    );
-    bin
-}
+pub use flotilla_chaos::flotilla_bin;
 
 /// The one run directory under `out` (the one holding a report.json).
 pub fn run_dir(out: &Path) -> PathBuf {
