@@ -36,6 +36,9 @@ impl std::ops::Deref for Env {
     }
 }
 
+/// How long a fixture waits for its store to close before removing the directory anyway.
+const STORE_CLOSE_WAIT_S: u64 = 10;
+
 impl Drop for Env {
     /// Stops Raft and waits for the store to close before the directory is removed: a store
     /// closed later would recreate files in a directory already deleted.
@@ -48,7 +51,9 @@ impl Drop for Env {
             tokio::runtime::Handle::current().block_on(async move {
                 let closed = node.shutdown().await;
                 drop(node);
-                wait_closed(closed, Duration::from_secs(10)).await;
+                if !wait_closed(closed, Duration::from_secs(STORE_CLOSE_WAIT_S)).await {
+                    eprintln!("the store did not close within {STORE_CLOSE_WAIT_S} s; its directory may be left behind");
+                }
             })
         });
     }
