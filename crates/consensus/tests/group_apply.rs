@@ -67,6 +67,8 @@ async fn group_members_apply_one_by_one_and_the_group_lands_whole() {
             })],
             failure: vec![],
         }),
+        // Over a limit (an empty key): refused on its own as well.
+        WriteRequest::put("", "x"),
     ];
     let responses = sm
         .apply(vec![entry(
@@ -80,7 +82,15 @@ async fn group_members_apply_one_by_one_and_the_group_lands_whole() {
         panic!("expected a group outcome, got {:?}", responses[0]);
     };
     let revisions: Vec<i64> = each.iter().map(|r| r.revision).collect();
-    assert_eq!(revisions, vec![1, 1, 1, 2]);
+    assert_eq!(revisions, vec![1, 1, 1, 2, 2]);
+    assert!(
+        matches!(
+            each[4].outcome,
+            WriteOutcome::Rejected(Rejection::Invalid(_))
+        ),
+        "{:?}",
+        each[4]
+    );
     assert_eq!(
         each[0].outcome, each[1].outcome,
         "a retry gets the first answer"
