@@ -117,7 +117,7 @@ impl<S: Store + Clone> ObjectSource for Registry<S> {
                 self,
                 kind_info(query.kind),
                 &query.scope(),
-                &*filter,
+                &filter,
                 &options,
             )
             .await?;
@@ -229,13 +229,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    fn decode(value: &Value) -> Option<(String, Cached<T>)> {
-        let key = cache_key(object::namespace(value), object::name(value));
-        let revision = object::meta_str(value, "resourceVersion")
+    fn decode(mut body: Value) -> Option<(String, Cached<T>)> {
+        let key = cache_key(object::namespace(&body), object::name(&body));
+        let revision = object::meta_str(&body, "resourceVersion")
             .parse()
             .unwrap_or(0);
         // Typed kinds carry apiVersion and kind in their type, not as fields.
-        let mut body = value.clone();
         if let Some(map) = body.as_object_mut() {
             map.remove("apiVersion");
             map.remove("kind");
@@ -255,14 +254,15 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         }
     }
 
-    fn replace_all(&self, items: &[Value]) {
-        let fresh: HashMap<String, Cached<T>> = items.iter().filter_map(Self::decode).collect();
+    fn replace_all(&self, items: Vec<Value>) {
+        let fresh: HashMap<String, Cached<T>> =
+            items.into_iter().filter_map(Self::decode).collect();
         *self.objects.write().expect("cache lock") = fresh;
         self.bump();
         self.synced.send_replace(true);
     }
 
-    fn apply(&self, event: &ObjectEvent) {
+    fn apply(&self, event: ObjectEvent) {
         match event.kind {
             EventType::Bookmark => return,
             EventType::Deleted => {
@@ -273,7 +273,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
                 self.objects.write().expect("cache lock").remove(&key);
             }
             EventType::Added | EventType::Modified => {
-                if let Some((key, cached)) = Self::decode(&event.object) {
+                if let Some((key, cached)) = Self::decode(event.object) {
                     self.objects
                         .write()
                         .expect("cache lock")
@@ -349,8 +349,7 @@ where
             None => break page.resource_version,
         }
     };
-    cache.replace_all(&items);
-    drop(items);
+    cache.replace_all(items);
     let mut stream = source.watch(query, revision).await?;
     loop {
         let event = stream.next().await?;
@@ -358,6 +357,6 @@ where
             // Only this task holds the cache: nobody reads it any more.
             return Ok(());
         }
-        cache.apply(&event);
+        cache.apply(event);
     }
 }

@@ -146,7 +146,10 @@ pub fn object_filter(kind: Kind, labels: &str, fields: &str) -> Result<WatchFilt
     let fields = FieldSelector::parse(fields).map_err(invalid)?;
     fields.check_kind(kind).map_err(invalid)?;
     let requirements = fields.requirements().to_vec();
-    Ok(Box::new(move |obj: &Value| {
+    if labels.is_empty() && requirements.is_empty() {
+        return Ok(WatchFilter::everything());
+    }
+    Ok(WatchFilter::new(move |obj: &Value| {
         let fields_ok = requirements.iter().all(|r| {
             let mut value = object::path_str(obj, json_path(r.field));
             if r.field == Field::SpecUnschedulable && value.is_empty() {
@@ -338,7 +341,7 @@ impl<S: Store + Clone> ClusterApi for ClusterApiService<S> {
         let scope = scope_of(kind, &request.namespace, request.all_namespaces);
         let page = self
             .registry
-            .list(kind_info(kind), &scope, &*filter, &options)
+            .list(kind_info(kind), &scope, &filter, &options)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListResponse {

@@ -9,6 +9,7 @@ use flotilla_consensus::node::wait_closed;
 use flotilla_consensus::{StoreConfig, StoreNode, WriteOp, WriteRequest};
 use flotilla_state::registry::{
     ApiError, ApplyAction, DeleteOptions, EventType, ListOptions, Propagation, Registry, Scope,
+    WatchFilter,
 };
 use flotilla_state::service::{admit, kind_info, KINDS};
 use flotilla_state::{parse_manifests, Kind};
@@ -60,8 +61,14 @@ impl Drop for Env {
 }
 
 async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+/// A one-peer store, its configuration changed by `configure`.
+async fn env_with(configure: impl FnOnce(&mut StoreConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig::new(1, "127.0.0.1:1", dir.path().join("store"));
+    let mut config = StoreConfig::new(1, "127.0.0.1:1", dir.path().join("store"));
+    configure(&mut config);
     let node = StoreNode::open(config).await.unwrap();
     node.initialize(&[(1, "127.0.0.1:1".to_string())].into_iter().collect())
         .await
@@ -359,7 +366,7 @@ async fn lists_page_through_one_consistent_revision() {
         env.create_yaml(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i:02}, labels: {{even: \"{}\"}}}}", i % 2 == 0))
             .await;
     }
-    let everything = |_: &Value| true;
+    let everything = WatchFilter::everything();
     let mut options = ListOptions {
         limit: 10,
         ..Default::default()
@@ -415,7 +422,7 @@ async fn lists_page_through_one_consistent_revision() {
     let expected: Vec<String> = (0..25).map(|i| format!("c{i:02}")).collect();
     assert_eq!(names, expected);
     // A selector filters server-side.
-    let even = |o: &Value| o["metadata"]["labels"]["even"] == "true";
+    let even = WatchFilter::new(|o: &Value| o["metadata"]["labels"]["even"] == "true");
     let page = env
         .registry
         .list(cm, &Scope::All, &even, &ListOptions::default())
@@ -434,13 +441,12 @@ async fn watch_from_a_resource_version_sees_every_change_once_in_order() {
         .list(
             cm,
             &Scope::Namespace("default".into()),
-            &|_| true,
+            &WatchFilter::everything(),
             &ListOptions::default(),
         )
         .await
         .unwrap();
-    let web_only: Box<dyn Fn(&Value) -> bool + Send + Sync> =
-        Box::new(|o| o["metadata"]["labels"]["app"] == "web");
+    let web_only = WatchFilter::new(|o: &Value| o["metadata"]["labels"]["app"] == "web");
     let mut watch = env
         .registry
         .watch(
@@ -512,7 +518,7 @@ async fn watch_from_a_resource_version_sees_every_change_once_in_order() {
     drop(watch);
 
     // Resuming from the middle replays exactly what came after.
-    let all: Box<dyn Fn(&Value) -> bool + Send + Sync> = Box::new(|_| true);
+    let all = WatchFilter::everything();
     let mut resumed = env
         .registry
         .watch(
@@ -533,11 +539,48 @@ async fn watch_from_a_resource_version_sees_every_change_once_in_order() {
         .write(WriteRequest::new(WriteOp::Compact { revision: now }))
         .await
         .unwrap();
-    let all: Box<dyn Fn(&Value) -> bool + Send + Sync> = Box::new(|_| true);
+    let all = WatchFilter::everything();
     let old = env
         .registry
         .watch(cm, &Scope::All, all, Some(list.resource_version), None);
     assert!(matches!(old, Err(ApiError::Expired(_))), "{:?}", old.err());
+    env.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_falls_behind_catches_up_from_history_without_a_gap() {
+    // Four revisions of live queue: the watcher below falls behind by far more.
+    let env = env_with(|config| config.watch.buffer_revisions = 4).await;
+    let cm = kind_info(Kind::ConfigMap);
+    let mut watch = env
+        .registry
+        .watch(cm, &Scope::All, WatchFilter::everything(), None, None)
+        .unwrap();
+    for i in 0..50 {
+        env.create_yaml(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i:02}}}"
+        ))
+        .await;
+    }
+    let mut seen = Vec::new();
+    let mut last_revision = 0;
+    while seen.len() < 50 {
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the next event in time")
+            .expect("the watch goes on");
+        assert_eq!(event.kind, EventType::Added);
+        assert!(event.revision > last_revision, "in revision order");
+        last_revision = event.revision;
+        seen.push(
+            event.object["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let expected: Vec<String> = (0..50).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(seen, expected, "every change once, in order");
     env.node.shutdown().await;
 }
 

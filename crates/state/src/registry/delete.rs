@@ -7,7 +7,8 @@ use super::keys::{self, KindInfo, Scope};
 use super::list::ListOptions;
 use super::object::{self, set_meta};
 use super::{
-    conflict, now, ApiError, Registry, Store, Stored, CASCADE_MAX_OBJECTS, RMW_ATTEMPTS_MAX,
+    conflict, now, ApiError, Registry, Store, Stored, WatchFilter, CASCADE_MAX_OBJECTS,
+    RMW_ATTEMPTS_MAX,
 };
 
 /// Default seconds a pod gets to stop when its spec names none.
@@ -168,7 +169,12 @@ impl<S: Store + Clone> Registry<S> {
         let mut handled = 0;
         for dependent_kind in self.kinds.iter().filter(|k| k.namespaced) {
             let everything = info.kind == "Namespace";
-            let filter = |o: &Value| everything || object::owner_uids(o).contains(&owner_uid);
+            let filter = if everything {
+                WatchFilter::everything()
+            } else {
+                let owner_uid = owner_uid.clone();
+                WatchFilter::new(move |o: &Value| object::owner_uids(o).contains(&owner_uid))
+            };
             let items = self
                 .list_all(
                     dependent_kind,
@@ -226,7 +232,11 @@ impl<S: Store + Clone> Registry<S> {
     ) -> Result<bool, ApiError> {
         let scope = Scope::Namespace(name.to_string());
         for kind in self.kinds.iter().filter(|k| k.namespaced) {
-            if !self.list_all(kind, &scope, &|_| true, 1).await?.is_empty() {
+            if !self
+                .list_all(kind, &scope, &WatchFilter::everything(), 1)
+                .await?
+                .is_empty()
+            {
                 return Ok(false);
             }
         }
@@ -268,7 +278,7 @@ impl<S: Store + Clone> Registry<S> {
         &self,
         info: &KindInfo,
         scope: &Scope,
-        filter: &(dyn Fn(&Value) -> bool + Send + Sync),
+        filter: &WatchFilter,
         max: usize,
     ) -> Result<Vec<Value>, ApiError> {
         let mut out = Vec::new();

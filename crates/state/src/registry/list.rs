@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::keys::{self, KindInfo, Scope};
 use super::object;
-use super::{ApiError, Registry, Store};
+use super::{ApiError, Registry, Store, WatchFilter};
 
 /// Largest page a client may ask for (and the page size when it names none).
 pub const MAX_PAGE_ITEMS: usize = 5_000;
@@ -66,7 +66,7 @@ impl<S: Store + Clone> Registry<S> {
         &self,
         info: &KindInfo,
         scope: &Scope,
-        filter: &(dyn Fn(&Value) -> bool + Send + Sync),
+        filter: &WatchFilter,
         options: &ListOptions,
     ) -> Result<ListPage, ApiError> {
         let limit = match options.limit {
@@ -101,7 +101,7 @@ impl<S: Store + Clone> Registry<S> {
                 scanned += 1;
                 next_key = keys::after(&kv.key);
                 let obj: Value = serde_json::from_slice(&kv.value)?;
-                if filter(&obj) {
+                if filter.matches(&obj) {
                     items.push(object::with_resource_version(obj, kv.mod_revision));
                 }
             }

@@ -41,12 +41,49 @@ pub struct ObjectEvent {
     pub revision: i64,
 }
 
-pub type WatchFilter = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+/// A test of one object.
+type ObjectTest = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+
+/// Which objects a list or a watch shows, from the caller's selectors.
+pub struct WatchFilter {
+    /// `None`: every object (no selector), known without looking at the object.
+    test: Option<ObjectTest>,
+}
+
+impl WatchFilter {
+    /// Shows every object.
+    pub fn everything() -> WatchFilter {
+        WatchFilter { test: None }
+    }
+
+    /// Shows the objects `test` accepts.
+    pub fn new(test: impl Fn(&Value) -> bool + Send + Sync + 'static) -> WatchFilter {
+        WatchFilter {
+            test: Some(Box::new(test)),
+        }
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        self.test.as_ref().is_none_or(|test| test(object))
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.test.is_none()
+    }
+}
+
+/// Reopens the store watch at a revision, after the live queue overflowed.
+type Reopen = Box<dyn Fn(i64) -> Result<Watcher, WatchError> + Send + Sync>;
 
 /// A watch on one kind in a scope.
+///
+/// A watcher whose live queue overflows (it fell behind: [`WatchError::FellBehind`]) is
+/// reopened at the revision it had reached, so it catches up from the stored history instead of
+/// failing; only a compacted revision, a reset or a shutdown ends it (relist, then watch again).
 pub struct ObjectWatch {
     info: KindInfo,
     watcher: Watcher,
+    reopen: Reopen,
     filter: WatchFilter,
     pending: VecDeque<ObjectEvent>,
     /// Everything up to here has been delivered.
@@ -66,14 +103,17 @@ impl<S: Store + Clone> Registry<S> {
         bookmark_every: Option<Duration>,
     ) -> Result<ObjectWatch, ApiError> {
         let start = after_revision.map_or(0, |rv| rv + 1);
+        let range = keys::scope_range(info, scope);
         let watcher = self
             .store
-            .watch(keys::scope_range(info, scope), start)
+            .watch(range.clone(), start)
             .map_err(watch_error)?;
         let delivered = watcher.next_revision() - 1;
+        let store = self.store.clone();
         Ok(ObjectWatch {
             info: *info,
             watcher,
+            reopen: Box::new(move |from| store.watch(range.clone(), from)),
             filter,
             pending: VecDeque::new(),
             delivered,
@@ -105,8 +145,21 @@ impl ObjectWatch {
                     Err(_) => return Ok(self.bookmark()),
                 },
                 None => self.watcher.next().await,
-            }
-            .map_err(watch_error)?;
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(WatchError::FellBehind { next_revision, .. }) => {
+                    // Everything before `next_revision` was delivered: no gap, no repeat.
+                    tracing::debug!(
+                        kind = self.info.kind,
+                        next_revision,
+                        "watcher fell behind; catching up from history"
+                    );
+                    self.watcher = (self.reopen)(next_revision).map_err(watch_error)?;
+                    continue;
+                }
+                Err(e) => return Err(watch_error(e)),
+            };
             for event in batch.events {
                 if let Some(translated) = self.translate(event)? {
                     self.pending.push_back(translated);
@@ -132,12 +185,14 @@ impl ObjectWatch {
         let revision = event.kv.mod_revision;
         let decode =
             |bytes: &[u8]| -> Result<Value, ApiError> { Ok(serde_json::from_slice(bytes)?) };
-        let old = event
-            .prev_kv
-            .as_ref()
-            .map(|p| decode(&p.value))
-            .transpose()?;
-        let was_visible = old.as_ref().is_some_and(|o| (self.filter)(o));
+        // Without selectors a put only needs to know whether there was an old object; decoding
+        // it would double the cost of every update.
+        let old = match (&event.prev_kv, event.kind) {
+            (None, _) => None,
+            (Some(_), EventKind::Put) if self.filter.is_everything() => Some(Value::Null),
+            (Some(prev), _) => Some(decode(&prev.value)?),
+        };
+        let was_visible = old.as_ref().is_some_and(|o| self.filter.matches(o));
         let (kind, object) = match event.kind {
             EventKind::Delete => match old {
                 Some(old) if was_visible => (EventType::Deleted, old),
@@ -145,7 +200,7 @@ impl ObjectWatch {
             },
             EventKind::Put => {
                 let new = decode(&event.kv.value)?;
-                match ((self.filter)(&new), was_visible) {
+                match (self.filter.matches(&new), was_visible) {
                     (true, true) => (EventType::Modified, new),
                     (true, false) => (EventType::Added, new),
                     (false, true) => (EventType::Deleted, new),
