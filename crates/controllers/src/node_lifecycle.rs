@@ -33,6 +33,7 @@
 //! looks like the leader being cut off from the agents rather than every node dying, and
 //! evicting everything would help nothing.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use flotilla_state::objects::{
@@ -188,9 +189,10 @@ impl NodeTracker {
 
     /// The transitions and evictions due at `now_ms`, in the order of `nodes`. Nothing while not
     /// leader. Re-evaluating after the writes land yields no repeat.
-    pub fn evaluate(
+    /// `nodes` may be owned nodes or references to them (the leader passes its cache's).
+    pub fn evaluate<N: Borrow<Node>>(
         &self,
-        nodes: &[Node],
+        nodes: &[N],
         pods_by_node: &HashMap<String, Vec<Pod>>,
         now_ms: i64,
         config: &LifecycleConfig,
@@ -201,9 +203,10 @@ impl NodeTracker {
         let mut actions = Vec::new();
         let any_heard = nodes
             .iter()
+            .map(Borrow::borrow)
             .any(|node| self.heard_within(&node.metadata.name, config.grace_ms, now_ms));
         let mut eviction_budget = MAX_EVICTIONS_PER_EVALUATION;
-        for node in nodes {
+        for node in nodes.iter().map(Borrow::borrow) {
             if let Some(action) = self.transition(node, now_ms, config) {
                 actions.push(action);
             }

@@ -7,6 +7,7 @@
 //! creates or deletes are in flight, or it would create twice — see
 //! [`crate::expectations::Expectations`].
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 
 use flotilla_state::objects::{
@@ -49,9 +50,15 @@ impl ReplicaSetPlan {
 
 /// The plan for `rs` given the pods it controls. Pods not controlled by `rs` (by uid) are
 /// ignored, so the caller may pass a superset. A ReplicaSet being deleted only gets its status.
-pub fn reconcile_replicaset(rs: &ReplicaSet, owned_pods: &[Pod], now_ms: i64) -> ReplicaSetPlan {
+/// `owned_pods` may be owned pods or references to them.
+pub fn reconcile_replicaset<P: Borrow<Pod>>(
+    rs: &ReplicaSet,
+    owned_pods: &[P],
+    now_ms: i64,
+) -> ReplicaSetPlan {
     let mut active: Vec<&Pod> = owned_pods
         .iter()
+        .map(Borrow::borrow)
         .filter(|pod| pods::is_controlled_by(&pod.metadata, &rs.metadata.uid))
         .filter(|pod| pods::is_active(pod))
         .collect();

@@ -24,6 +24,7 @@ mod scaling;
 mod status;
 mod template;
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use flotilla_state::objects::{
@@ -154,10 +155,12 @@ fn resolve_bound(
 
 /// The plan for `d`, given the ReplicaSets it controls and their pods (objects controlled by
 /// something else are ignored, so supersets are fine).
-pub fn reconcile_deployment(
+///
+/// `pods` may be owned pods or references to them (the leader passes its cache's, uncopied).
+pub fn reconcile_deployment<P: Borrow<Pod>>(
     d: &Deployment,
     rss: &[ReplicaSet],
-    pods: &[Pod],
+    pods: &[P],
     now_ms: i64,
 ) -> Result<DeploymentPlan, ControllerError> {
     let bounds = rollout_bounds(d)?;

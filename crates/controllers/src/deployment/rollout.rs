@@ -2,6 +2,7 @@
 //! and annotations and the counts of their pods, and the steps that change them — creating the
 //! new ReplicaSet, rolling, recreating, proportional scaling and history cleanup.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use flotilla_state::defaults::DEFAULT_REVISION_HISTORY_LIMIT;
@@ -33,10 +34,16 @@ pub(crate) struct PodCounts {
 }
 
 impl PodCounts {
-    fn of(rs: &ReplicaSet, all_pods: &[Pod], min_ready_seconds: i32, now_ms: i64) -> PodCounts {
+    fn of<P: Borrow<Pod>>(
+        rs: &ReplicaSet,
+        all_pods: &[P],
+        min_ready_seconds: i32,
+        now_ms: i64,
+    ) -> PodCounts {
         let mut counts = PodCounts::default();
         let owned = all_pods
             .iter()
+            .map(Borrow::borrow)
             .filter(|pod| pods::is_controlled_by(&pod.metadata, &rs.metadata.uid));
         for pod in owned {
             counts.total += 1;
@@ -114,10 +121,10 @@ pub(crate) struct Rollout<'a> {
 }
 
 impl<'a> Rollout<'a> {
-    pub fn observe(
+    pub fn observe<P: Borrow<Pod>>(
         d: &'a Deployment,
         rss: &[ReplicaSet],
-        all_pods: &[Pod],
+        all_pods: &[P],
         bounds: RolloutBounds,
         now_ms: i64,
     ) -> Rollout<'a> {

@@ -10,7 +10,7 @@ use flotilla_controllers::deployment::{
 };
 use flotilla_controllers::ControllerError;
 use flotilla_state::objects::{
-    ConditionStatus, Deployment, DeploymentCondition, DeploymentStatus, IntOrString,
+    ConditionStatus, Deployment, DeploymentCondition, DeploymentStatus, IntOrString, Pod,
     PodTemplateSpec,
 };
 
@@ -36,10 +36,10 @@ fn messages(sim: &Sim) -> Vec<&str> {
 #[test]
 fn first_rollout_creates_a_hashed_replicaset() {
     let d = deployment(3, "nginx:1", 1.into(), 0.into());
-    let plan = reconcile_deployment(&d, &[], &[], T0).expect("ok");
+    let plan = reconcile_deployment(&d, &[], &[] as &[Pod], T0).expect("ok");
     assert_eq!(
         plan,
-        reconcile_deployment(&d, &[], &[], T0).expect("ok"),
+        reconcile_deployment(&d, &[], &[] as &[Pod], T0).expect("ok"),
         "deterministic"
     );
     let rs = plan
@@ -464,7 +464,7 @@ fn a_stalled_rollout_times_out() {
 fn a_deployment_being_deleted_only_reports_status() {
     let mut d = deployment(3, "nginx:1", 1.into(), 0.into());
     d.metadata.deletion_timestamp = Some(at(T0));
-    let plan = reconcile_deployment(&d, &[], &[], T0).expect("ok");
+    let plan = reconcile_deployment(&d, &[], &[] as &[Pod], T0).expect("ok");
     assert!(plan.is_steady());
     assert_eq!(plan.status.observed_generation, 1);
 }
@@ -473,7 +473,7 @@ fn a_deployment_being_deleted_only_reports_status() {
 fn replicasets_of_other_owners_are_left_alone() {
     let d = deployment(1, "nginx:1", 1.into(), 0.into());
     let stranger = replicaset("web-stranger", 4, "nginx:1");
-    let plan = reconcile_deployment(&d, &[stranger], &[], T0).expect("ok");
+    let plan = reconcile_deployment(&d, &[stranger], &[] as &[Pod], T0).expect("ok");
     assert!(plan.scale.is_empty());
     assert!(
         plan.create_rs.is_some(),
@@ -597,7 +597,7 @@ fn a_name_held_by_another_template_gets_the_next_hash() {
         "web",
         "uid-web",
     )];
-    let plan = reconcile_deployment(&d, &[squatter], &[], T0).expect("ok");
+    let plan = reconcile_deployment(&d, &[squatter], &[] as &[Pod], T0).expect("ok");
     let created = plan.create_rs.expect("a new ReplicaSet");
     let second = template_hash(&template("nginx:1"), 1, "web").expect("hashable");
     assert_eq!(created.metadata.name, format!("web-{second}"));

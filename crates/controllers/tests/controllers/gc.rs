@@ -1,34 +1,46 @@
 //! Garbage collection: orphaned dependents and pods stuck terminating on lost nodes.
 
-use std::collections::HashSet;
-
-use flotilla_controllers::gc::{garbage, index, stuck_terminating, OwnedRef};
+use flotilla_controllers::gc::{garbage, stuck_terminating};
 use flotilla_controllers::node_lifecycle::{LifecycleConfig, NodeTracker};
-use flotilla_controllers::ObjectRef;
-use flotilla_state::objects::{Kind, Object};
+use flotilla_state::objects::{Kind, ObjectMeta};
 
-use crate::fixtures::{names, pod, replicaset, T0};
+use crate::fixtures::{controller_ref, names, pod, replicaset, T0};
 
-fn owned(name: &str, owners: &[&str]) -> OwnedRef {
-    OwnedRef {
-        object: ObjectRef {
-            kind: Kind::Pod,
-            namespace: "default".to_owned(),
-            name: name.to_owned(),
-            uid: format!("uid-{name}"),
-        },
-        owner_uids: owners.iter().map(|o| (*o).to_owned()).collect(),
+const OWNER_KINDS: &[&str] = &["ReplicaSet", "Deployment"];
+
+/// Pod `name` (uid `uid-NAME`) owned by the ReplicaSets with the given uids.
+fn owned(name: &str, owners: &[&str]) -> ObjectMeta {
+    ObjectMeta {
+        namespace: "default".to_owned(),
+        name: name.to_owned(),
+        uid: format!("uid-{name}"),
+        owner_references: owners
+            .iter()
+            .map(|uid| controller_ref("ReplicaSet", uid, uid))
+            .collect(),
+        ..ObjectMeta::default()
     }
 }
 
-/// Checks which of `objects` (name, owner uids) are garbage when only `live` uids exist.
+/// ReplicaSet metadata with uid `uid` and no owners.
+fn owner(uid: &str) -> ObjectMeta {
+    ObjectMeta {
+        namespace: "default".to_owned(),
+        name: uid.to_owned(),
+        uid: uid.to_owned(),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Checks which of `objects` (name, owner uids) are garbage when only the `live` owners exist.
 fn check(objects: &[(&str, &[&str])], live: &[&str], expected: &[&str]) {
-    let objects: Vec<OwnedRef> = objects
+    let mut metas: Vec<(Kind, ObjectMeta)> = objects
         .iter()
-        .map(|(name, owners)| owned(name, owners))
+        .map(|(name, owners)| (Kind::Pod, owned(name, owners)))
         .collect();
-    let live: HashSet<String> = live.iter().map(|uid| (*uid).to_owned()).collect();
-    let found = garbage(&objects, &live);
+    metas.extend(live.iter().map(|uid| (Kind::ReplicaSet, owner(uid))));
+    let view: Vec<(Kind, &ObjectMeta)> = metas.iter().map(|(k, m)| (*k, m)).collect();
+    let found = garbage(&view, OWNER_KINDS);
     let found: Vec<&str> = found.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(found, expected);
 }
@@ -46,24 +58,49 @@ fn dependents_go_when_every_owner_is_gone() {
 }
 
 #[test]
+fn an_owner_of_a_kind_the_caller_does_not_see_keeps_its_dependents() {
+    let mut job_pod = owned("batch", &[]);
+    job_pod.owner_references = vec![controller_ref("Job", "nightly", "uid-nightly")];
+    let mut mixed = owned("mixed", &["rs-gone"]);
+    mixed
+        .owner_references
+        .push(controller_ref("Job", "nightly", "uid-nightly"));
+    let gone = owned("gone", &["rs-gone"]);
+    let view = [
+        (Kind::Pod, &job_pod),
+        (Kind::Pod, &mixed),
+        (Kind::Pod, &gone),
+    ];
+    let found: Vec<String> = garbage(&view, OWNER_KINDS)
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(
+        found,
+        vec!["gone"],
+        "only owners of seen kinds can be judged dead"
+    );
+}
+
+#[test]
 fn a_cascade_unfolds_over_passes() {
     let mut rs = replicaset("web-1", 1, "nginx:1");
-    rs.metadata.owner_references = vec![crate::fixtures::controller_ref(
-        "Deployment",
-        "web",
-        "uid-web",
-    )];
-    let objects = vec![Object::from(rs), Object::from(pod("p ready", "uid-web-1"))];
-    let (owned, live) = index(&objects);
-    let first: Vec<String> = garbage(&owned, &live).into_iter().map(|o| o.name).collect();
+    rs.metadata.owner_references = vec![controller_ref("Deployment", "web", "uid-web")];
+    let p = pod("p ready", "uid-web-1");
+    let both = [(Kind::ReplicaSet, &rs.metadata), (Kind::Pod, &p.metadata)];
+    let first: Vec<String> = garbage(&both, OWNER_KINDS)
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
     assert_eq!(
         first,
         vec!["web-1"],
         "the deployment is gone; its pods wait for the ReplicaSet"
     );
-    let remaining = vec![objects[1].clone()];
-    let (owned, live) = index(&remaining);
-    let second: Vec<String> = garbage(&owned, &live).into_iter().map(|o| o.name).collect();
+    let second: Vec<String> = garbage(&both[1..], OWNER_KINDS)
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
     assert_eq!(second, vec!["p"]);
 }
 

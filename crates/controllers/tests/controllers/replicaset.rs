@@ -79,7 +79,7 @@ fn ignores_pods_controlled_by_someone_else() {
 #[test]
 fn creations_are_bounded_and_batched_by_slow_start() {
     let rs = replicaset("web-1", 600, "nginx:1");
-    let plan = reconcile_replicaset(&rs, &[], T0);
+    let plan = reconcile_replicaset(&rs, &[] as &[Pod], T0);
     assert_eq!(plan.create.len(), MAX_CREATES_PER_RECONCILE);
     assert_eq!(slow_start_batches(0), Vec::<usize>::new());
     assert_eq!(slow_start_batches(7), vec![1, 2, 4]);
@@ -93,7 +93,7 @@ fn creations_are_bounded_and_batched_by_slow_start() {
 fn new_pods_come_from_the_template() {
     let mut rs = replicaset("web-1", 1, "nginx:1");
     rs.spec.template.metadata.labels = labels(&[("app", "web"), ("tier", "front")]);
-    let plan = reconcile_replicaset(&rs, &[], T0);
+    let plan = reconcile_replicaset(&rs, &[] as &[Pod], T0);
     let pod = &plan.create[0];
     assert_eq!(pod.metadata.generate_name, "web-1-");
     assert_eq!(pod.metadata.name, "");

@@ -12,7 +12,7 @@ use flotilla_controllers::gc;
 use flotilla_controllers::node_lifecycle::{
     pods_by_node, LifecycleConfig, NodeAction, NodeTracker,
 };
-use flotilla_state::objects::{ConditionStatus, Node, Object, Pod};
+use flotilla_state::objects::{ConditionStatus, Node, ObjectMeta, Pod};
 use flotilla_state::registry::{ApiError, DeleteOptions};
 use flotilla_state::service::kind_info;
 use flotilla_state::Kind;
@@ -69,7 +69,7 @@ async fn lifecycle_round(
     now: i64,
 ) -> Result<(), ApiError> {
     let nodes = ctx.nodes.snapshot();
-    let node_objects: Vec<Node> = nodes.iter().map(|n| (*n.object).clone()).collect();
+    let node_objects: Vec<&Node> = nodes.iter().map(|n| &*n.object).collect();
     // Pods matter only to evictions. Copying and grouping every pod of a large cluster five
     // times a second would cost more than the rest of the leader's work, so it is done only
     // when some node has been silent for longer than its lease plus the margin.
@@ -157,13 +157,11 @@ async fn collect_garbage(
     now: i64,
     suspects: &mut HashSet<String>,
 ) -> Result<(), ApiError> {
-    let pods: Vec<Pod> = ctx
-        .pods
-        .snapshot()
-        .iter()
-        .map(|p| (*p.object).clone())
-        .collect();
-    let stuck = gc::stuck_terminating(&pods, tracker, now, config);
+    // Borrowed from the caches' shared pointers: at scale, copying every pod every pass cost
+    // more than all the rest of the leader's work.
+    let pods = ctx.pods.snapshot();
+    let pod_objects: Vec<&Pod> = pods.iter().map(|p| &*p.object).collect();
+    let stuck = gc::stuck_terminating(&pod_objects, tracker, now, config);
     force_delete(
         ctx,
         stuck
@@ -171,40 +169,28 @@ async fn collect_garbage(
             .map(|p| (p.namespace.as_str(), p.name.as_str())),
     )
     .await?;
-    // Owners and dependents from the same caches; a dependent is garbage only when every owner
-    // uid it names is absent from them.
-    let mut objects: Vec<Object> = pods.into_iter().map(Object::from).collect();
+    let replicasets = ctx.replicasets.snapshot();
+    let deployments = ctx.deployments.snapshot();
+    let mut objects: Vec<(Kind, &ObjectMeta)> = pod_objects
+        .iter()
+        .map(|pod| (Kind::Pod, &pod.metadata))
+        .collect();
     objects.extend(
-        ctx.replicasets
-            .snapshot()
+        replicasets
             .iter()
-            .map(|r| Object::from((*r.object).clone())),
+            .map(|rs| (Kind::ReplicaSet, &rs.object.metadata)),
     );
     objects.extend(
-        ctx.deployments
-            .snapshot()
+        deployments
             .iter()
-            .map(|d| Object::from((*d.object).clone())),
+            .map(|d| (Kind::Deployment, &d.object.metadata)),
     );
-    let (owned, live) = gc::index(&objects);
-    let garbage = gc::garbage(&owned, &live);
-    let known_owner_kinds: HashSet<&str> = ["ReplicaSet", "Deployment"].into_iter().collect();
+    // Only dependents whose owners are all of the kinds cached here can be judged orphaned.
+    let garbage = gc::garbage(&objects, &["ReplicaSet", "Deployment"]);
     let previous = std::mem::take(suspects);
     for item in garbage {
         if !previous.contains(&item.uid) {
             suspects.insert(item.uid.clone());
-            continue;
-        }
-        // Only dependents of kinds whose owners this loop caches can be judged orphaned.
-        let owners_cached = objects.iter().any(|o| {
-            o.name() == item.name
-                && o.namespace() == item.namespace
-                && o.metadata()
-                    .owner_references
-                    .iter()
-                    .all(|r| known_owner_kinds.contains(r.kind.as_str()))
-        });
-        if !owners_cached {
             continue;
         }
         let options = DeleteOptions::default();
