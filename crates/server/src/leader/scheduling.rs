@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_scheduler::{schedule_batch, ClusterSnapshot, Decision, SchedulerConfig};
-use flotilla_state::informer::{cache_key, Cached};
+use flotilla_state::informer::Cached;
 use flotilla_state::objects::{ConditionStatus, Pod, PodCondition, PodPhase, Time};
 use flotilla_state::registry::{new_uid, now, ApiError, Stored};
 use flotilla_state::service::kind_info;
@@ -16,6 +16,7 @@ use flotilla_state::Kind;
 use serde_json::{json, Value};
 
 use super::convert::{node_info, pod_info};
+use super::writes::commit_batched;
 use super::TermContext;
 
 #[derive(Debug, Clone)]
@@ -46,7 +47,7 @@ impl Default for SchedulingConfig {
     }
 }
 
-/// A pod this loop bound that the cache may not show as bound yet.
+/// A pod this loop bound that the cache may not show as bound yet (keyed by the pod's uid).
 struct Assumed {
     node: String,
     pod: Arc<Pod>,
@@ -71,7 +72,13 @@ pub async fn run(ctx: Arc<TermContext>) {
     let mut node_changes = ctx.nodes.subscribe();
     let mut assumed: HashMap<String, Assumed> = HashMap::new();
     loop {
-        match round(&ctx, &mut assumed).await {
+        let mut computed = Duration::ZERO;
+        let result = round(&ctx, &mut assumed, &mut computed).await;
+        // A round scans every pod and node; at scale, back-to-back rounds would leave the
+        // informers (on the same thread) too little time to keep up. Pause as long as the
+        // round computed (next to nothing in a small cluster).
+        tokio::time::sleep(computed).await;
+        match result {
             Ok(true) => continue,
             Ok(false) => {}
             Err(ApiError::Fenced(_)) => return,
@@ -86,23 +93,21 @@ pub async fn run(ctx: Arc<TermContext>) {
     }
 }
 
-/// One round: returns whether any pod was bound.
+/// One round: returns whether any pod was bound, and sets `computed` to the time it took
+/// before its writes.
 async fn round(
     ctx: &TermContext,
     assumed: &mut HashMap<String, Assumed>,
+    computed: &mut Duration,
 ) -> Result<bool, ApiError> {
+    let started = Instant::now();
     let config = &ctx.config.scheduling;
+    forget_confirmed(ctx, assumed, config.assume_for);
     let pods = ctx.pods.snapshot();
-    forget_confirmed(assumed, &pods, config.assume_for);
     let mut pending: Vec<&Cached<Pod>> = pods
         .iter()
         .filter(|p| is_pending(&p.object))
-        .filter(|p| {
-            !assumed.contains_key(&cache_key(
-                &p.object.metadata.namespace,
-                &p.object.metadata.name,
-            ))
-        })
+        .filter(|p| !assumed.contains_key(p.object.metadata.uid.as_str()))
         .collect();
     if pending.is_empty() {
         return Ok(false);
@@ -139,37 +144,30 @@ async fn round(
             }
         }
     }
-    let mut any_bound = false;
-    for chunk in writes.chunks(config.batch_max.max(1)) {
-        let written = ctx.registry.put_many_if_unchanged(chunk).await?;
-        any_bound |= written.iter().any(|w| *w);
-    }
+    *computed = started.elapsed();
+    let any_bound = commit_batched(ctx, &writes, config.batch_max)
+        .await?
+        .into_iter()
+        .any(|w| w);
     let at = Instant::now();
     for (pod, node) in bound {
-        let key = cache_key(&pod.metadata.namespace, &pod.metadata.name);
-        assumed.insert(key, Assumed { node, pod, at });
+        assumed.insert(pod.metadata.uid.clone(), Assumed { node, pod, at });
     }
     Ok(any_bound)
 }
 
-/// Drops assumptions the cache now confirms (or that are too old to trust).
-fn forget_confirmed(
-    assumed: &mut HashMap<String, Assumed>,
-    pods: &[Cached<Pod>],
-    max_age: Duration,
-) {
-    let by_key: HashMap<String, &Pod> = pods
-        .iter()
-        .map(|p| {
-            (
-                cache_key(&p.object.metadata.namespace, &p.object.metadata.name),
-                &*p.object,
-            )
-        })
-        .collect();
-    assumed.retain(|key, a| match by_key.get(key) {
-        Some(pod) => pod.spec.node_name.is_empty() && a.at.elapsed() < max_age,
-        None => false,
+/// Drops assumptions the cache now confirms (or that are too old to trust): looked up one by
+/// one, since there are at most a round's worth of them and the cache may hold many more pods.
+fn forget_confirmed(ctx: &TermContext, assumed: &mut HashMap<String, Assumed>, max_age: Duration) {
+    assumed.retain(|uid, a| {
+        let meta = &a.pod.metadata;
+        match ctx.pods.get(&meta.namespace, &meta.name) {
+            Some(cached) if cached.object.metadata.uid == *uid => {
+                cached.object.spec.node_name.is_empty() && a.at.elapsed() < max_age
+            }
+            // Gone, or replaced by a pod of the same name.
+            _ => false,
+        }
     });
 }
 

@@ -8,6 +8,8 @@ use flotilla_state::objects::Event;
 use flotilla_state::registry::{new_uid, now, ApiError, KindInfo, Stored};
 use flotilla_state::service::kind_info;
 use flotilla_state::Kind;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -15,6 +17,10 @@ use super::TermContext;
 
 /// Writes per Raft entry when a loop has many.
 pub const WRITE_BATCH_MAX: usize = 256;
+/// Batches of one commit in flight at once: the leader's proposer carries those that wait
+/// together in one log entry, so a loop with thousands of writes does not pay a Raft round
+/// trip per batch in turn.
+pub const COMMIT_BATCHES_IN_FLIGHT: usize = 4;
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -88,16 +94,35 @@ pub fn new_object<T: Serialize>(kind: Kind, object: &T) -> Result<(KindInfo, Sto
     ))
 }
 
-/// Commits writes in batches; returns per write whether it landed.
+/// Commits writes in batches of at most `batch_max`, [`COMMIT_BATCHES_IN_FLIGHT`] at a time;
+/// returns per write whether it landed, in order. Batches are independent: each write is
+/// conditional on its own revision, so their order of landing does not matter.
+pub async fn commit_batched(
+    ctx: &TermContext,
+    writes: &[(KindInfo, Stored)],
+    batch_max: usize,
+) -> Result<Vec<bool>, ApiError> {
+    let mut landed = Vec::with_capacity(writes.len());
+    let mut chunks = writes.chunks(batch_max.max(1));
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        while in_flight.len() < COMMIT_BATCHES_IN_FLIGHT {
+            let Some(chunk) = chunks.next() else { break };
+            in_flight.push_back(ctx.registry.put_many_if_unchanged(chunk));
+        }
+        match in_flight.next().await {
+            Some(batch) => landed.extend(batch?),
+            None => return Ok(landed),
+        }
+    }
+}
+
+/// [`commit_batched`] with [`WRITE_BATCH_MAX`] writes per batch.
 pub async fn commit(
     ctx: &TermContext,
     writes: &[(KindInfo, Stored)],
 ) -> Result<Vec<bool>, ApiError> {
-    let mut landed = Vec::with_capacity(writes.len());
-    for chunk in writes.chunks(WRITE_BATCH_MAX) {
-        landed.extend(ctx.registry.put_many_if_unchanged(chunk).await?);
-    }
-    Ok(landed)
+    commit_batched(ctx, writes, WRITE_BATCH_MAX).await
 }
 
 /// Records events: new ones are created; a repeat of an existing one bumps its count.
