@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod bound;
 mod cleanup;
 mod one_node;
 mod swarm;
@@ -122,6 +123,9 @@ async fn count(addr: &str, kind: &str, fields: &str, labels: &str) -> Option<usi
     None
 }
 
+/// How often (b) prints its progress.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
 fn deployment(i: usize, replicas: usize) -> String {
     let ssd = if i % 5 == 0 {
         "\n      nodeSelector: {disk: ssd}"
@@ -170,6 +174,9 @@ async fn at_scale(args: &Args) {
         started.elapsed().as_secs_f64()
     );
     let total = args.deployments * args.replicas;
+    let mut bound = bound::BoundPods::open(&addrs[1])
+        .await
+        .expect("watching pods");
     let begin = Instant::now();
     let docs: Vec<String> = (0..args.deployments)
         .map(|i| deployment(i, args.replicas))
@@ -185,25 +192,25 @@ async fn at_scale(args: &Args) {
             .expect("apply deployments");
     }
     let applied = begin.elapsed();
-    let mut last_report = Instant::now();
-    // The last complete count (a count that failed three times keeps the previous one).
-    let mut bound = 0;
-    let bound = loop {
-        if let Some(now) = count(&addrs[1], "Pod", "spec.nodeName!=", "").await {
-            bound = now;
+    let deadline = begin + Duration::from_secs(args.timeout);
+    let mut next_report = Instant::now() + REPORT_EVERY;
+    while bound.count() < total && Instant::now() < deadline {
+        // Follow the watch in short steps so the loop notices the total as soon as it is reached.
+        let step = (Instant::now() + Duration::from_millis(100)).min(deadline);
+        if let Err(e) = bound.follow(step).await {
+            eprintln!("    counting stopped: {e}");
+            break;
         }
-        if bound >= total || begin.elapsed() > Duration::from_secs(args.timeout) {
-            break bound;
-        }
-        if last_report.elapsed() > Duration::from_secs(5) {
+        if Instant::now() >= next_report {
             eprintln!(
-                "    {bound}/{total} bound after {:.0} s",
+                "    {}/{total} bound after {:.0} s",
+                bound.count(),
                 begin.elapsed().as_secs_f64()
             );
-            last_report = Instant::now();
+            next_report = Instant::now() + REPORT_EVERY;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    }
+    let bound = bound.count();
     let secs = begin.elapsed().as_secs_f64();
     println!();
     println!(
