@@ -72,8 +72,19 @@ fn heartbeats(
     nodes: Vec<String>,
     alive: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
+    heartbeats_noting(addr, nodes, alive, Arc::default())
+}
+
+/// [`heartbeats`], noting in `last_sent` when the latest round of them started.
+fn heartbeats_noting(
+    addr: String,
+    nodes: Vec<String>,
+    alive: Arc<AtomicBool>,
+    last_sent: Arc<std::sync::Mutex<Option<Instant>>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while alive.load(Ordering::SeqCst) {
+            *last_sent.lock().unwrap() = Some(Instant::now());
             let mut client = NodeApiClient::new(channel(&addr));
             for node in &nodes {
                 let _ = client
@@ -125,7 +136,13 @@ async fn pending_pods_are_placed_when_a_fitting_node_appears_and_leave_a_lost_no
 
     // A fitting node appears: the pod is placed on it.
     let ssd_alive = Arc::new(AtomicBool::new(true));
-    let _ssd = heartbeats(addr.clone(), vec!["ssd-1".into()], ssd_alive.clone());
+    let ssd_last_sent = Arc::new(std::sync::Mutex::new(None));
+    let ssd = heartbeats_noting(
+        addr.clone(),
+        vec!["ssd-1".into()],
+        ssd_alive.clone(),
+        ssd_last_sent.clone(),
+    );
     apply(&addr, &node_yaml("ssd-1", "ssd", "b")).await;
     eventually(Duration::from_secs(10), "pod bound to ssd-1", || async {
         let pod = get(&addr, "Pod", "wants-ssd").await?;
@@ -134,9 +151,11 @@ async fn pending_pods_are_placed_when_a_fitting_node_appears_and_leave_a_lost_no
     .await;
 
     // ssd-1 goes silent: NotReady after the grace period, the pod deleted only after
-    // lease + margin (the agent has stopped it by then).
-    let silent_at = Instant::now();
+    // lease + margin from the last heartbeat (the agent has stopped it by then). The leader
+    // received that heartbeat after it was sent, so its sending is the earliest start.
     ssd_alive.store(false, Ordering::SeqCst);
+    ssd.await.unwrap();
+    let silent_at = ssd_last_sent.lock().unwrap().expect("ssd-1 heartbeated");
     eventually(Duration::from_secs(10), "ssd-1 NotReady", || async {
         let node = get(&addr, "Node", "ssd-1").await?;
         (condition(&node, "Ready")?["status"] != "True").then_some(())
