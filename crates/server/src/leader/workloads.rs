@@ -35,6 +35,15 @@ struct Pending {
     at: Instant,
 }
 
+/// What one round issued for one ReplicaSet.
+struct Issued {
+    uid: String,
+    /// Each create's index in the round's writes, and the pod's name.
+    creates: Vec<(usize, String)>,
+    /// Uids of the pods it deletes.
+    deleted: HashSet<String>,
+}
+
 fn satisfied(pending: &Pending, owned: &[&Pod]) -> bool {
     let names: HashSet<&str> = owned.iter().map(|p| p.metadata.name.as_str()).collect();
     let uids: HashSet<&str> = owned.iter().map(|p| p.metadata.uid.as_str()).collect();
@@ -108,7 +117,7 @@ async fn replicaset_round(
     let mut deletes = Vec::new();
     let mut statuses = Vec::new();
     let mut requeue: Option<i64> = None;
-    let mut issued: Vec<(String, Pending)> = Vec::new();
+    let mut issued: Vec<Issued> = Vec::new();
     let empty = Vec::new();
     for cached in ctx.replicasets.snapshot() {
         let rs = &cached.object;
@@ -124,15 +133,15 @@ async fn replicaset_round(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let mut names = HashSet::new();
+        // Each name with its index in `creates`, to keep only those that land.
+        let mut names = Vec::new();
         for pod in &plan.create {
             let created = new_object(Kind::Pod, pod)?;
-            names.insert(
-                created.1.object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
+            let name = created.1.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            names.push((creates.len(), name));
             creates.push(created);
         }
         if rs.status.as_ref() != Some(&plan.status) {
@@ -142,21 +151,37 @@ async fn replicaset_round(
         }
         if !names.is_empty() || !plan.delete.is_empty() {
             let deleted = plan.delete.iter().map(|p| p.uid.clone()).collect();
-            issued.push((
-                rs.metadata.uid.clone(),
-                Pending {
-                    created: names,
-                    deleted,
-                    at: Instant::now(),
-                },
-            ));
+            issued.push(Issued {
+                uid: rs.metadata.uid.clone(),
+                creates: names,
+                deleted,
+            });
         }
         deletes.extend(plan.delete);
     }
-    for (uid, p) in issued {
+    // Expectations are recorded only for creates that landed: one refused (a name taken) or a
+    // batch that failed would otherwise hold its ReplicaSet back until the expectation timed
+    // out. After a failed batch the next round recounts from the cache, and a create that did
+    // land after all shows up there (a surplus is scaled down like any other).
+    let landed = commit(ctx, &creates).await?;
+    for Issued {
+        uid,
+        creates: names,
+        deleted,
+    } in issued
+    {
+        let created: HashSet<String> = names
+            .into_iter()
+            .filter(|(i, _)| landed.get(*i).copied().unwrap_or(false))
+            .map(|(_, name)| name)
+            .collect();
+        let p = Pending {
+            created,
+            deleted,
+            at: Instant::now(),
+        };
         pending.insert(uid, p);
     }
-    commit(ctx, &creates).await?;
     commit(ctx, &statuses).await?;
     let pod_info = kind_info(Kind::Pod);
     for pod in deletes {
