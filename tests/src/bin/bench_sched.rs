@@ -220,6 +220,25 @@ async fn at_scale(args: &Args) {
     println!("    applied in {:.1} s; {bound}/{total} pods bound and committed after {secs:.1} s: {:.0} pods/s", applied.as_secs_f64(), bound as f64 / secs);
 }
 
+/// Real agents in (c).
+const NODE_LOSS_AGENTS: usize = 3;
+
+/// Sweeps up after (c)'s agents (`<root>/agent-<i>`, bridges `flb<i>`) when dropped.
+struct AgentSweep {
+    root: PathBuf,
+    agents: usize,
+}
+
+impl Drop for AgentSweep {
+    fn drop(&mut self) {
+        let dirs: Vec<PathBuf> = (0..self.agents)
+            .map(|i| self.root.join(format!("agent-{i}")))
+            .collect();
+        let bridges: Vec<String> = (0..self.agents).map(|i| format!("flb{i}")).collect();
+        cleanup::sweep_agents(&self.root, &dirs, &bridges);
+    }
+}
+
 /// (c): three real agents; kill one at a time and time the replacement.
 async fn node_loss(args: &Args) {
     let image = args
@@ -229,6 +248,12 @@ async fn node_loss(args: &Args) {
     std::env::set_var("FLOTILLA_BIN", &args.flotilla);
     let cluster = ProcessCluster::start(3).await;
     let addrs: Vec<String> = cluster.peers.iter().map(|p| p.addr.clone()).collect();
+    // Dropped after the agents (declared later) and before the cluster's directory goes: the
+    // killed agents' containers, mounts, cgroups and bridges go too, even after a failure.
+    let _sweep = AgentSweep {
+        root: cluster.dir.path().to_path_buf(),
+        agents: NODE_LOSS_AGENTS,
+    };
     let mut agents: Vec<Option<Killer>> = Vec::new();
     let start_agent = |i: usize| {
         let dir = cluster.dir.path().join(format!("agent-{i}"));
@@ -254,7 +279,7 @@ async fn node_loss(args: &Args) {
             &cluster.dir.path().join(format!("agent-{i}.log")),
         )
     };
-    for i in 0..3 {
+    for i in 0..NODE_LOSS_AGENTS {
         agents.push(Some(start_agent(i)));
     }
     let running = |addr: String| async move {
@@ -298,7 +323,7 @@ async fn node_loss(args: &Args) {
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let victim = kill % 3;
+        let victim = kill % NODE_LOSS_AGENTS;
         let name = format!("bench-{victim}");
         let on_victim = running(addrs[0].clone())
             .await

@@ -20,6 +20,8 @@ const MAX_MOUNTS: usize = 10_000;
 const MAX_CGROUP_DEPTH: usize = 3;
 /// How long a process gets to exit after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
+/// The cgroup parent (below each hierarchy) of the agent's pods (the agent's default).
+pub const POD_CGROUP_PARENT: &str = "flotilla";
 
 /// The command line of process `pid`, arguments separated by spaces.
 pub fn cmdline(pid: u32) -> Option<Vec<String>> {
@@ -132,5 +134,28 @@ pub fn link_exists(name: &str) -> bool {
 pub fn delete_link(name: &str) {
     if link_exists(name) {
         let _ = Command::new("ip").args(["link", "del", name]).status();
+    }
+}
+
+/// Pod uids agent `agent_dir` made directories for (`<agent_dir>/pods/<uid>`).
+pub fn pod_uids(agent_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(agent_dir.join("pods")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect()
+}
+
+/// After real agents with data directories `agent_dirs` below `root` have been stopped: kills
+/// what is left of their pods (processes naming `root`, pod cgroups), unmounts everything below
+/// `root` and deletes their `bridges`.
+pub fn sweep_agents(root: &Path, agent_dirs: &[PathBuf], bridges: &[String]) {
+    let uids: Vec<String> = agent_dirs.iter().flat_map(|d| pod_uids(d)).collect();
+    kill_processes_naming(root);
+    remove_pod_cgroups(POD_CGROUP_PARENT, &uids);
+    unmount_below(root);
+    for bridge in bridges {
+        delete_link(bridge);
     }
 }

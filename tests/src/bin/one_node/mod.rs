@@ -22,8 +22,6 @@ use crate::cleanup;
 pub const IMAGE: &str = "busybox:latest";
 /// busybox applets linked in the root filesystem (what pods and baselines run).
 const APPLETS: [&str; 4] = ["sh", "sleep", "true", "ls"];
-/// The agent's cgroup parent (the agent's default).
-const CGROUP_PARENT: &str = "flotilla";
 /// How long the node gets to register and turn Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The shim's first argument (`flotilla __shim …`).
@@ -202,16 +200,6 @@ impl OneNode {
             shims_rss_kib,
         })
     }
-
-    /// Pod uids the agent made directories for (`DATA_DIR/pods/<uid>`).
-    fn pod_uids(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.agent_dir.join("pods")) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect()
-    }
 }
 
 fn is_ready(node: &Value) -> bool {
@@ -223,14 +211,14 @@ fn is_ready(node: &Value) -> bool {
 
 impl Drop for OneNode {
     fn drop(&mut self) {
-        let uids = self.pod_uids();
         if let Some(mut agent) = self.agent.take() {
             cleanup::stop_child(&mut agent, cleanup::STOP_GRACE);
         }
-        cleanup::kill_processes_naming(self.dir.path());
-        cleanup::remove_pod_cgroups(CGROUP_PARENT, &uids);
-        cleanup::unmount_below(self.dir.path());
-        cleanup::delete_link(&self.bridge);
+        cleanup::sweep_agents(
+            self.dir.path(),
+            std::slice::from_ref(&self.agent_dir),
+            std::slice::from_ref(&self.bridge),
+        );
     }
 }
 
