@@ -12,7 +12,7 @@ use flotilla_controllers::pods::controller_uid;
 use flotilla_controllers::replicaset::{reconcile_replicaset, ReplicaSetPlan};
 use flotilla_state::informer::Cached;
 use flotilla_state::objects::{Deployment, ObjectMeta, Pod, ReplicaSet};
-use flotilla_state::registry::{ApiError, DeleteOptions};
+use flotilla_state::registry::{ApiError, DeleteOptions, KindInfo, Stored, GENERATE_NAME_ATTEMPTS};
 use flotilla_state::service::kind_info;
 use flotilla_state::Kind;
 
@@ -33,6 +33,29 @@ struct Pending {
     created: HashSet<String>,
     deleted: HashSet<String>,
     at: Instant,
+}
+
+/// One object write of a round.
+type ObjectWrite = (KindInfo, Stored);
+
+/// A new pod from `pod` whose generated name is not yet in `taken` (it is added), trying
+/// [`GENERATE_NAME_ATTEMPTS`] names; `None` if all were taken (the next round tries again). A name
+/// taken by a stored pod makes that create not land (it is conditional on the name being free).
+fn new_pod_named_apart(
+    pod: &Pod,
+    taken: &mut HashSet<String>,
+) -> Result<Option<(ObjectWrite, String)>, ApiError> {
+    for _ in 0..GENERATE_NAME_ATTEMPTS {
+        let created = new_object(Kind::Pod, pod)?;
+        let name = created.1.object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if taken.insert(name.clone()) {
+            return Ok(Some((created, name)));
+        }
+    }
+    Ok(None)
 }
 
 /// What one round issued for one ReplicaSet.
@@ -118,6 +141,8 @@ async fn replicaset_round(
     let mut statuses = Vec::new();
     let mut requeue: Option<i64> = None;
     let mut issued: Vec<Issued> = Vec::new();
+    // Generated names of this round: two equal ones in one batch would fail the whole batch.
+    let mut round_names: HashSet<String> = HashSet::new();
     let empty = Vec::new();
     for cached in ctx.replicasets.snapshot() {
         let rs = &cached.object;
@@ -136,11 +161,9 @@ async fn replicaset_round(
         // Each name with its index in `creates`, to keep only those that land.
         let mut names = Vec::new();
         for pod in &plan.create {
-            let created = new_object(Kind::Pod, pod)?;
-            let name = created.1.object["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let Some((created, name)) = new_pod_named_apart(pod, &mut round_names)? else {
+                continue;
+            };
             names.push((creates.len(), name));
             creates.push(created);
         }
@@ -323,4 +346,32 @@ async fn execute_deployment_plan(
         record_events(ctx, plan.events).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_state::objects::ObjectMeta;
+
+    /// 20,000 generated names from 27^5 choices would collide about 14 times by chance; one
+    /// round never issues the same name twice (two in one batch would fail the whole batch).
+    #[test]
+    fn one_round_never_generates_a_name_twice() {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                generate_name: "web-1-".into(),
+                namespace: "default".into(),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
+        let mut taken = HashSet::new();
+        for _ in 0..20_000 {
+            let (_, name) = new_pod_named_apart(&pod, &mut taken)
+                .unwrap()
+                .expect("a free name within the attempts");
+            assert!(name.starts_with("web-1-") && name.len() == "web-1-".len() + 5);
+        }
+        assert_eq!(taken.len(), 20_000);
+    }
 }

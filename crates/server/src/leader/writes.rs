@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flotilla_state::objects::Event;
-use flotilla_state::registry::{new_uid, now, ApiError, KindInfo, Stored};
+use flotilla_state::registry::{new_uid, now, random_suffix, ApiError, KindInfo, Stored};
 use flotilla_state::service::kind_info;
 use flotilla_state::Kind;
 use futures::stream::FuturesOrdered;
@@ -69,12 +69,7 @@ pub fn new_object<T: Serialize>(kind: Kind, object: &T) -> Result<(KindInfo, Sto
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let suffix: String = new_uid()
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(5)
-            .collect();
-        meta.insert("name".into(), json!(format!("{base}{suffix}")));
+        meta.insert("name".into(), json!(format!("{base}{}", random_suffix())));
     }
     meta.insert("uid".into(), json!(new_uid()));
     meta.insert("creationTimestamp".into(), now());

@@ -8,7 +8,8 @@ use super::object::{self, remove_meta, set_meta};
 use super::{exists, new_uid, now, put, read, ApiError, Registry, Store};
 
 /// Names tried for one `generateName` before giving up.
-const GENERATE_NAME_ATTEMPTS: u32 = 5;
+pub const GENERATE_NAME_ATTEMPTS: u32 = 5;
+/// Characters a generated name adds to `generateName` (27^5, about 14 million, choices).
 const GENERATED_SUFFIX_LEN: usize = 5;
 
 /// The `Namespace` kind's key, to check that a namespace exists.
@@ -16,7 +17,8 @@ pub(super) fn namespace_key(namespace: &str) -> Vec<u8> {
     format!("{}namespaces/{namespace}", keys::ROOT).into_bytes()
 }
 
-fn random_suffix() -> String {
+/// The random suffix of a generated name: Kubernetes' alphabet, no vowels (no words).
+pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     (0..GENERATED_SUFFIX_LEN)
         .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)

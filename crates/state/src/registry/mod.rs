@@ -26,6 +26,7 @@ use flotilla_consensus::types::{
 use flotilla_consensus::{RangeQuery, WriteOp, WriteRequest};
 use serde_json::Value;
 
+pub use create::{random_suffix, GENERATE_NAME_ATTEMPTS};
 pub use delete::{DeleteOptions, Propagation};
 pub use error::ApiError;
 pub use keys::{KindInfo, Scope};
