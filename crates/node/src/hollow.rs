@@ -155,9 +155,10 @@ fn running_status(pod: &Pod, node_index: usize) -> Value {
 /// Runs the hollow nodes until the task is dropped.
 pub async fn run(config: HollowConfig) -> Result<(), tonic::Status> {
     let client = ApiClient::new(&config.servers).map_err(tonic::Status::invalid_argument)?;
-    register(&client, &config).await?;
-    tracing::info!(count = config.count, prefix = %config.prefix, "hollow nodes registered");
     let lease = Arc::new(Lease::new(config.lease));
+    // Heartbeats start before registration: registering thousands of nodes takes seconds, and
+    // the nodes registered first would otherwise be silent past the grace period, turn
+    // NotReady and back (thousands of needless node writes).
     let beats = {
         let (client, names, interval, lease) = (
             client.clone(),
@@ -167,6 +168,11 @@ pub async fn run(config: HollowConfig) -> Result<(), tonic::Status> {
         );
         tokio::spawn(async move { heartbeat::run(client, names, interval, &lease).await })
     };
+    if let Err(e) = register(&client, &config).await {
+        beats.abort();
+        return Err(e);
+    }
+    tracing::info!(count = config.count, prefix = %config.prefix, "hollow nodes registered");
     let source = Arc::new(ApiSource {
         client: client.clone(),
     });
