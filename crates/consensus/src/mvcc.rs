@@ -327,7 +327,8 @@ pub fn write_history(batch: &mut WriteBatch, db: &DB, revision: i64, events: &[E
     batch.put_cf(
         cf(db, CF_HISTORY),
         u64_key(revision as u64),
-        encode(&events.to_vec()),
+        // A slice encodes exactly as a Vec does (length, then items): no copy of the events.
+        encode(&events),
     );
 }
 
