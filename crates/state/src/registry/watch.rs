@@ -185,20 +185,26 @@ impl ObjectWatch {
         let revision = event.kv.mod_revision;
         let decode =
             |bytes: &[u8]| -> Result<Value, ApiError> { Ok(serde_json::from_slice(bytes)?) };
-        // Without selectors a put only needs to know whether there was an old object; decoding
-        // it would double the cost of every update.
-        let old = match (&event.prev_kv, event.kind) {
-            (None, _) => None,
-            (Some(_), EventKind::Put) if self.filter.is_everything() => Some(Value::Null),
-            (Some(prev), _) => Some(decode(&prev.value)?),
-        };
-        let was_visible = old.as_ref().is_some_and(|o| self.filter.matches(o));
         let (kind, object) = match event.kind {
-            EventKind::Delete => match old {
-                Some(old) if was_visible => (EventType::Deleted, old),
-                _ => return Ok(None),
-            },
+            EventKind::Delete => {
+                let Some(prev) = &event.prev_kv else {
+                    return Ok(None);
+                };
+                let old = decode(&prev.value)?;
+                if !self.filter.matches(&old) {
+                    return Ok(None);
+                }
+                (EventType::Deleted, old)
+            }
             EventKind::Put => {
+                // Without selectors the old object showed if there was one: no need to decode it
+                // (that would double the cost of every update).
+                let was_visible = match &event.prev_kv {
+                    None => false,
+                    Some(prev) => {
+                        self.filter.is_everything() || self.filter.matches(&decode(&prev.value)?)
+                    }
+                };
                 let new = decode(&event.kv.value)?;
                 match (self.filter.matches(&new), was_visible) {
                     (true, true) => (EventType::Modified, new),
