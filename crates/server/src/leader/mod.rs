@@ -29,6 +29,44 @@ use tokio::task::JoinSet;
 /// Worker threads of the leader loops' own runtime (see [`supervise_on_own_thread`]).
 pub const LEADER_LOOP_THREADS: usize = 1;
 
+/// The time one round of a leader loop spends computing, as opposed to waiting for its writes to
+/// commit. A loop pauses at least this long after a round: at scale a round scans every cached
+/// object, and back-to-back rounds would leave the informers (on the same thread) too little time
+/// to keep up. Waiting on Raft takes no CPU from them, so it does not count.
+#[derive(Debug)]
+pub struct ComputeTime {
+    spent: Duration,
+    /// When the running stretch began; `None` while paused.
+    since: Option<std::time::Instant>,
+}
+
+impl ComputeTime {
+    /// Counting from now.
+    pub fn start() -> ComputeTime {
+        ComputeTime {
+            spent: Duration::ZERO,
+            since: Some(std::time::Instant::now()),
+        }
+    }
+
+    /// Stops counting (the round is about to wait on its writes).
+    pub fn pause(&mut self) {
+        if let Some(since) = self.since.take() {
+            self.spent += since.elapsed();
+        }
+    }
+
+    /// Counts again.
+    pub fn resume(&mut self) {
+        self.since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// The time counted so far.
+    pub fn spent(&self) -> Duration {
+        self.spent + self.since.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
 /// How often leadership is re-checked even when Raft reports nothing new.
 const LEADERSHIP_POLL: Duration = Duration::from_millis(100);
 
@@ -207,4 +245,24 @@ fn start(
     tasks.spawn(workloads::run_deployments(ctx.clone()));
     tasks.spawn(nodes::run_lifecycle(ctx));
     Running { tasks, stop }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ComputeTime;
+
+    /// Time spent paused (waiting on writes) never counts; counting picks up after `resume`.
+    #[test]
+    fn paused_time_does_not_count() {
+        let mut computing = ComputeTime::start();
+        computing.pause();
+        let before = computing.spent();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(computing.spent(), before, "nothing counted while paused");
+        computing.pause();
+        assert_eq!(computing.spent(), before, "a second pause changes nothing");
+        computing.resume();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert!(computing.spent() > before, "counting again after resume");
+    }
 }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::convert::{node_info, pod_info};
 use super::writes::commit_batched;
-use super::TermContext;
+use super::{ComputeTime, TermContext};
 
 #[derive(Debug, Clone)]
 pub struct SchedulingConfig {
@@ -72,12 +72,10 @@ pub async fn run(ctx: Arc<TermContext>) {
     let mut node_changes = ctx.nodes.subscribe();
     let mut assumed: HashMap<String, Assumed> = HashMap::new();
     loop {
-        let mut computed = Duration::ZERO;
-        let result = round(&ctx, &mut assumed, &mut computed).await;
-        // A round scans every pod and node; at scale, back-to-back rounds would leave the
-        // informers (on the same thread) too little time to keep up. Pause as long as the
-        // round computed (next to nothing in a small cluster).
-        tokio::time::sleep(computed).await;
+        let mut computing = ComputeTime::start();
+        let result = round(&ctx, &mut assumed, &mut computing).await;
+        // Next to nothing in a small cluster.
+        tokio::time::sleep(computing.spent()).await;
         match result {
             Ok(true) => continue,
             Ok(false) => {}
@@ -93,14 +91,12 @@ pub async fn run(ctx: Arc<TermContext>) {
     }
 }
 
-/// One round: returns whether any pod was bound, and sets `computed` to the time it took
-/// before its writes.
+/// One round: returns whether any pod was bound; `computing` stops counting at its writes.
 async fn round(
     ctx: &TermContext,
     assumed: &mut HashMap<String, Assumed>,
-    computed: &mut Duration,
+    computing: &mut ComputeTime,
 ) -> Result<bool, ApiError> {
-    let started = Instant::now();
     let config = &ctx.config.scheduling;
     forget_confirmed(ctx, assumed, config.assume_for);
     let pods = ctx.pods.snapshot();
@@ -144,7 +140,7 @@ async fn round(
             }
         }
     }
-    *computed = started.elapsed();
+    computing.pause();
     let any_bound = commit_batched(ctx, &writes, config.batch_max)
         .await?
         .into_iter()

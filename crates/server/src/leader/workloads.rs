@@ -17,15 +17,14 @@ use flotilla_state::service::kind_info;
 use flotilla_state::Kind;
 
 use super::writes::{commit, new_object, now_ms, record_events, write};
-use super::TermContext;
+use super::{ComputeTime, TermContext};
 
 /// Expectations older than this are dropped (a write that never showed up).
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// A loop runs at least this often even without news (requeues of plans are honoured sooner).
 const RESYNC: Duration = Duration::from_secs(5);
-/// Shortest pause between rounds, to batch bursts of changes. A round also waits at least as
-/// long as the previous round took: at scale a round scans every pod, and back-to-back rounds
-/// would leave the informers (which share the loops' thread) too little time to keep up.
+/// Shortest pause between rounds, to batch bursts of changes (a round also pauses for as long
+/// as it computed, see [`ComputeTime`]).
 const ROUND_GAP: Duration = Duration::from_millis(10);
 
 /// Creates (by name) and deletes (by uid) a ReplicaSet issued that the cache has not shown yet.
@@ -80,11 +79,11 @@ fn loop_error(what: &str, e: &ApiError) {
 }
 
 /// Waits for a change in any of `changes` or until `deadline`, then for the round gap: at least
-/// [`ROUND_GAP`], and at least `last_round`, the time the previous round took.
+/// [`ROUND_GAP`], and at least `computed`, the time the previous round computed.
 async fn wait(
     changes: &mut [tokio::sync::watch::Receiver<u64>],
     deadline: Duration,
-    last_round: Duration,
+    computed: Duration,
 ) {
     let waits = changes
         .iter_mut()
@@ -93,7 +92,7 @@ async fn wait(
         _ = futures::future::select_all(waits) => {}
         _ = tokio::time::sleep(deadline) => {}
     }
-    tokio::time::sleep(ROUND_GAP.max(last_round)).await;
+    tokio::time::sleep(ROUND_GAP.max(computed)).await;
 }
 
 pub async fn run_replicasets(ctx: Arc<TermContext>) {
@@ -102,8 +101,8 @@ pub async fn run_replicasets(ctx: Arc<TermContext>) {
     let mut changes = vec![ctx.replicasets.subscribe(), ctx.pods.subscribe()];
     let mut pending: HashMap<String, Pending> = HashMap::new();
     loop {
-        let started = Instant::now();
-        let requeue = match replicaset_round(&ctx, &mut pending).await {
+        let mut computing = ComputeTime::start();
+        let requeue = match replicaset_round(&ctx, &mut pending, &mut computing).await {
             Ok(requeue) => requeue,
             Err(ApiError::Fenced(_)) => return,
             Err(e) => {
@@ -112,7 +111,7 @@ pub async fn run_replicasets(ctx: Arc<TermContext>) {
             }
         };
         let deadline = requeue.unwrap_or(RESYNC).min(RESYNC);
-        wait(&mut changes, deadline, started.elapsed()).await;
+        wait(&mut changes, deadline, computing.spent()).await;
     }
 }
 
@@ -129,9 +128,11 @@ fn by_controller<'a, T>(
     by_owner
 }
 
+/// One round; `computing` stops counting at its writes.
 async fn replicaset_round(
     ctx: &TermContext,
     pending: &mut HashMap<String, Pending>,
+    computing: &mut ComputeTime,
 ) -> Result<Option<Duration>, ApiError> {
     let now = now_ms();
     let pods = ctx.pods.snapshot();
@@ -186,6 +187,7 @@ async fn replicaset_round(
     // batch that failed would otherwise hold its ReplicaSet back until the expectation timed
     // out. After a failed batch the next round recounts from the cache, and a create that did
     // land after all shows up there (a surplus is scaled down like any other).
+    computing.pause();
     let landed = commit(ctx, &creates).await?;
     for Issued {
         uid,
@@ -235,8 +237,8 @@ pub async fn run_deployments(ctx: Arc<TermContext>) {
         ctx.pods.subscribe(),
     ];
     loop {
-        let started = Instant::now();
-        let requeue = match deployment_round(&ctx).await {
+        let mut computing = ComputeTime::start();
+        let requeue = match deployment_round(&ctx, &mut computing).await {
             Ok(requeue) => requeue,
             Err(ApiError::Fenced(_)) => return,
             Err(e) => {
@@ -245,11 +247,15 @@ pub async fn run_deployments(ctx: Arc<TermContext>) {
             }
         };
         let deadline = requeue.unwrap_or(RESYNC).min(RESYNC);
-        wait(&mut changes, deadline, started.elapsed()).await;
+        wait(&mut changes, deadline, computing.spent()).await;
     }
 }
 
-async fn deployment_round(ctx: &TermContext) -> Result<Option<Duration>, ApiError> {
+/// One round; `computing` counts only while it plans, not while it waits on its writes.
+async fn deployment_round(
+    ctx: &TermContext,
+    computing: &mut ComputeTime,
+) -> Result<Option<Duration>, ApiError> {
     let now = now_ms();
     let pods = ctx.pods.snapshot();
     let all_rs = ctx.replicasets.snapshot();
@@ -290,7 +296,9 @@ async fn deployment_round(ctx: &TermContext) -> Result<Option<Duration>, ApiErro
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        computing.pause();
         execute_deployment_plan(ctx, &cached, &rss, plan).await?;
+        computing.resume();
     }
     Ok(requeue.map(|ms| Duration::from_millis(ms.max(0) as u64)))
 }
