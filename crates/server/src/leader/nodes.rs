@@ -24,6 +24,9 @@ use super::TermContext;
 pub const LIFECYCLE_TICK: Duration = Duration::from_millis(200);
 /// How often garbage is collected.
 pub const GC_TICK: Duration = Duration::from_secs(2);
+/// The owner kinds the leader caches: only dependents whose owners are all of these kinds can be
+/// judged orphaned.
+const OWNER_KINDS_CACHED: &[&str] = &["ReplicaSet", "Deployment"];
 
 fn set_ready(node: &mut Node, ready: flotilla_state::objects::NodeCondition) {
     let status = node.status.get_or_insert_with(Default::default);
@@ -185,8 +188,7 @@ async fn collect_garbage(
             .iter()
             .map(|d| (Kind::Deployment, &d.object.metadata)),
     );
-    // Only dependents whose owners are all of the kinds cached here can be judged orphaned.
-    let garbage = gc::garbage(&objects, &["ReplicaSet", "Deployment"]);
+    let garbage = gc::garbage(&objects, OWNER_KINDS_CACHED);
     let previous = std::mem::take(suspects);
     for item in garbage {
         if !previous.contains(&item.uid) {
