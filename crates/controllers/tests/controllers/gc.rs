@@ -32,6 +32,14 @@ fn owner(uid: &str) -> ObjectMeta {
     }
 }
 
+/// The names of the garbage among `objects`.
+fn garbage_names(objects: &[(Kind, &ObjectMeta)]) -> Vec<String> {
+    garbage(objects, OWNER_KINDS)
+        .into_iter()
+        .map(|o| o.name)
+        .collect()
+}
+
 /// Checks which of `objects` (name, owner uids) are garbage when only the `live` owners exist.
 fn check(objects: &[(&str, &[&str])], live: &[&str], expected: &[&str]) {
     let mut metas: Vec<(Kind, ObjectMeta)> = objects
@@ -40,9 +48,7 @@ fn check(objects: &[(&str, &[&str])], live: &[&str], expected: &[&str]) {
         .collect();
     metas.extend(live.iter().map(|uid| (Kind::ReplicaSet, owner(uid))));
     let view: Vec<(Kind, &ObjectMeta)> = metas.iter().map(|(k, m)| (*k, m)).collect();
-    let found = garbage(&view, OWNER_KINDS);
-    let found: Vec<&str> = found.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(found, expected);
+    assert_eq!(garbage_names(&view), expected);
 }
 
 #[test]
@@ -71,10 +77,7 @@ fn an_owner_of_a_kind_the_caller_does_not_see_keeps_its_dependents() {
         (Kind::Pod, &mixed),
         (Kind::Pod, &gone),
     ];
-    let found: Vec<String> = garbage(&view, OWNER_KINDS)
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
+    let found: Vec<String> = garbage_names(&view);
     assert_eq!(
         found,
         vec!["gone"],
@@ -88,19 +91,13 @@ fn a_cascade_unfolds_over_passes() {
     rs.metadata.owner_references = vec![controller_ref("Deployment", "web", "uid-web")];
     let p = pod("p ready", "uid-web-1");
     let both = [(Kind::ReplicaSet, &rs.metadata), (Kind::Pod, &p.metadata)];
-    let first: Vec<String> = garbage(&both, OWNER_KINDS)
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
+    let first: Vec<String> = garbage_names(&both);
     assert_eq!(
         first,
         vec!["web-1"],
         "the deployment is gone; its pods wait for the ReplicaSet"
     );
-    let second: Vec<String> = garbage(&both[1..], OWNER_KINDS)
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
+    let second: Vec<String> = garbage_names(&both[1..]);
     assert_eq!(second, vec!["p"]);
 }
 
