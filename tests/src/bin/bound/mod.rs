@@ -44,7 +44,8 @@ fn key(pod: &PodLite) -> String {
 
 /// The names of bound pods, kept current by a watch on one peer.
 pub struct BoundPods {
-    addr: String,
+    /// One connection to the peer, for the watch and any recount.
+    client: ClusterApiClient<tonic::transport::Channel>,
     bound: HashSet<String>,
     stream: Option<tonic::Streaming<WatchEvent>>,
     reopened: usize,
@@ -64,7 +65,7 @@ impl BoundPods {
     /// Opens the watch from now on; call before the pods are created.
     pub async fn open(addr: &str) -> Result<BoundPods, String> {
         let mut tracker = BoundPods {
-            addr: addr.to_string(),
+            client: client(addr).await?,
             bound: HashSet::new(),
             stream: None,
             reopened: 0,
@@ -84,8 +85,8 @@ impl BoundPods {
             resource_version,
             ..Default::default()
         };
-        let stream = client(&self.addr)
-            .await?
+        let stream = self
+            .client
             .watch(request)
             .await
             .map_err(|s| s.message().to_string())?
@@ -108,16 +109,16 @@ impl BoundPods {
                 r#continue: token.clone(),
                 ..Default::default()
             };
-            let page = client(&self.addr)
-                .await?
+            let page = self
+                .client
                 .list(request)
                 .await
                 .map_err(|s| s.message().to_string())?
                 .into_inner();
             for item in &page.items {
-                if let Ok(pod) = serde_json::from_slice::<PodLite>(item) {
-                    bound.insert(key(&pod));
-                }
+                let pod = serde_json::from_slice::<PodLite>(item)
+                    .map_err(|e| format!("a listed pod does not decode: {e}"))?;
+                bound.insert(key(&pod));
             }
             if revision.is_empty() {
                 revision = page.resource_version;
@@ -143,7 +144,7 @@ impl BoundPods {
             let ended = match next {
                 Ok(Some(event)) if event.r#type == "ERROR" => Some(event.error),
                 Ok(Some(event)) => {
-                    self.apply(&event);
+                    self.apply(&event)?;
                     None
                 }
                 Ok(None) => Some("the watch closed".to_string()),
@@ -160,14 +161,17 @@ impl BoundPods {
         }
     }
 
-    fn apply(&mut self, event: &WatchEvent) {
-        let Ok(pod) = serde_json::from_slice::<PodLite>(&event.object) else {
-            return;
-        };
+    fn apply(&mut self, event: &WatchEvent) -> Result<(), String> {
+        if event.r#type == "BOOKMARK" {
+            return Ok(());
+        }
+        let pod = serde_json::from_slice::<PodLite>(&event.object)
+            .map_err(|e| format!("a watched pod does not decode: {e}"))?;
         if event.r#type == "DELETED" || pod.spec.node_name.is_empty() {
             self.bound.remove(&key(&pod));
         } else {
             self.bound.insert(key(&pod));
         }
+        Ok(())
     }
 }
