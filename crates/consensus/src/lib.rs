@@ -12,6 +12,7 @@ mod batch;
 pub mod config;
 pub mod convert;
 pub mod db;
+pub mod durable;
 pub mod error;
 pub mod forward;
 pub mod kv_service;

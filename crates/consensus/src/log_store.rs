@@ -1,9 +1,11 @@
 //! The Raft log on RocksDB: entries, vote, committed and purged log ids.
 //!
-//! Durability: `append` writes the entries to RocksDB (readable at once) and hands the flush
-//! callback to a dedicated flusher thread, which fsyncs the write-ahead log once for every group
-//! of queued appends and only then reports them flushed to openraft. The vote, truncation and
-//! purge are written with `sync = true` before they return.
+//! Durability: `append` writes the entries to RocksDB (readable at once) and queues them for a
+//! dedicated flusher thread, which fsyncs the write-ahead log once for every group of queued
+//! appends and then records them on disk ([`Durability`]). A follower's append is reported to
+//! openraft only after that fsync. The leader's own appends are reported at once and fsynced
+//! while they are replicated; [`Durability`] explains why that loses nothing. The vote,
+//! truncation and purge are written with `sync = true` before they return.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -15,6 +17,7 @@ use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use crate::db::{self, cf, decode, encode, u64_key, CF_LOG, CF_RAFT};
+use crate::durable::Durability;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -78,24 +81,63 @@ fn read_entries(db: &DB, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, Sto
     Ok(entries)
 }
 
+/// An append waiting for the flusher: the generation it was written in, its last entry, and
+/// openraft's callback when it has not been answered yet.
+struct Unflushed {
+    generation: u64,
+    last: LogId,
+    callback: Option<LogFlushed<TypeConfig>>,
+}
+
 /// The log half of the store.
 pub struct LogStore {
+    id: NodeId,
     db: Arc<DB>,
-    flush_queue: SyncSender<LogFlushed<TypeConfig>>,
+    /// The vote last saved: whose entries this peer appends as their leader.
+    vote: Option<Vote>,
+    durability: Arc<Durability>,
+    flush_queue: SyncSender<Unflushed>,
 }
 
 impl LogStore {
-    pub fn new(db: Arc<DB>) -> Self {
+    /// Opens the log of peer `id`: makes what it holds durable and records that in `durability`.
+    pub fn new(db: Arc<DB>, id: NodeId, durability: Arc<Durability>) -> Result<Self, StorageError> {
         let (tx, rx) = sync_channel(FLUSH_QUEUE_CAPACITY);
         let weak = Arc::downgrade(&db);
+        let flushing = durability.clone();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flusher(weak, rx))
-            .expect("spawning the log flusher thread");
-        LogStore {
+            .spawn(move || flusher(weak, rx, flushing))
+            .map_err(write_err)?;
+        let mut store = LogStore {
+            id,
             db,
+            vote: None,
+            durability,
             flush_queue: tx,
-        }
+        };
+        // A restart after a kill may find entries that were written and never fsynced.
+        store.db.flush_wal(true).map_err(write_err)?;
+        store.vote = store.get_meta(KEY_VOTE)?;
+        store.durability.reset(store.last_log_id()?);
+        Ok(store)
+    }
+
+    /// The last entry of the log, or the last purged one when it is empty.
+    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
+        Ok(self.last_entry_log_id()?.or(purged))
+    }
+
+    /// Whether `last` (the end of an append) was proposed by this peer as the leader of the
+    /// vote it holds: then openraft may count it written before it is on disk.
+    fn leads(&self, last: &LogId) -> bool {
+        self.vote.as_ref().is_some_and(|vote| {
+            vote.is_committed()
+                && vote.leader_id().voted_for() == Some(self.id)
+                && last.leader_id.term == vote.leader_id().get_term()
+                && last.leader_id.node_id == self.id
+        })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -125,7 +167,7 @@ impl LogStore {
 
 /// Fsyncs the WAL for groups of appends. Holds only a weak reference so that closing the store
 /// is not delayed by this thread.
-fn flusher(db: Weak<DB>, queue: Receiver<LogFlushed<TypeConfig>>) {
+fn flusher(db: Weak<DB>, queue: Receiver<Unflushed>, durability: Arc<Durability>) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         while group.len() < FLUSH_GROUP_MAX {
@@ -138,11 +180,19 @@ fn flusher(db: Weak<DB>, queue: Receiver<LogFlushed<TypeConfig>>) {
             Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
             None => Err("the store was closed before the log was flushed".to_string()),
         };
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "fsync of the Raft log failed; the peer stops");
+        match &result {
+            Ok(()) => {
+                for unflushed in &group {
+                    durability.flushed(unflushed.generation, unflushed.last);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "fsync of the Raft log failed; the peer stops");
+                durability.failed(format!("fsync of the Raft log failed: {e}"));
+            }
         }
-        for cb in group {
-            cb.log_io_completed(result.clone().map_err(std::io::Error::other));
+        for callback in group.into_iter().filter_map(|u| u.callback) {
+            callback.log_io_completed(result.clone().map_err(std::io::Error::other));
         }
     }
 }
@@ -160,11 +210,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_PURGED)?;
-        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
         Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
+            last_purged_log_id: self.get_meta(KEY_PURGED)?,
+            last_log_id: self.last_log_id()?,
         })
     }
 
@@ -177,7 +225,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.db
             .put_cf_opt(cf(&self.db, CF_RAFT), KEY_VOTE, encode(vote), &synced())
-            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
+            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        self.vote = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -206,13 +256,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let log = cf(&self.db, CF_LOG);
+        let mut last = None;
         for entry in entries {
             batch.put_cf(log, u64_key(entry.log_id.index), encode(&entry));
+            last = Some(entry.log_id);
         }
+        let Some(last) = last else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
         // Written to the WAL and memtable now (readable), fsynced by the flusher.
         self.db.write(batch).map_err(write_err)?;
+        let callback = if self.leads(&last) {
+            callback.log_io_completed(Ok(()));
+            None
+        } else {
+            Some(callback)
+        };
+        let unflushed = Unflushed {
+            generation: self.durability.generation(),
+            last,
+            callback,
+        };
         self.flush_queue
-            .send(callback)
+            .send(unflushed)
             .map_err(|_| write_err(std::io::Error::other("the log flusher thread has stopped")))
     }
 
@@ -224,7 +291,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             u64_key(u64::MAX),
         );
         batch.delete_cf(cf(&self.db, CF_LOG), u64_key(u64::MAX));
-        self.db.write_opt(batch, &synced()).map_err(write_err)
+        self.db.write_opt(batch, &synced()).map_err(write_err)?;
+        // The synced write put everything before it on disk, the entries left included.
+        self.durability.reset(self.last_log_id()?);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -260,4 +330,41 @@ fn _assert_send_sync() {
     fn check<T: Send + Sync>() {}
     check::<LogStore>();
     check::<NodeId>();
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn log_id(term: u64, leader: NodeId, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, leader), index)
+    }
+
+    #[tokio::test]
+    async fn only_the_leaders_own_appends_are_reported_before_their_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db::open(&dir.path().join("db")).unwrap();
+        let mut store = LogStore::new(db, 2, Durability::new()).unwrap();
+        assert!(!store.leads(&log_id(1, 2, 1)), "no vote yet");
+
+        store.save_vote(&Vote::new(3, 2)).await.unwrap();
+        assert!(
+            !store.leads(&log_id(3, 2, 1)),
+            "a candidate is not a leader yet"
+        );
+
+        store.save_vote(&Vote::new_committed(3, 2)).await.unwrap();
+        assert!(store.leads(&log_id(3, 2, 1)));
+        assert!(
+            !store.leads(&log_id(2, 2, 1)),
+            "an entry of an earlier term is appended as a follower"
+        );
+        assert!(!store.leads(&log_id(3, 1, 1)));
+
+        store.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+        assert!(!store.leads(&log_id(3, 2, 1)), "peer 1 leads now");
+        assert!(!store.leads(&log_id(4, 1, 1)));
+    }
 }

@@ -22,6 +22,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::db::{decode, encode};
+use crate::durable::Durability;
 use crate::forward::{ForwardReply, ForwardRequest};
 use crate::types::{NodeId, TypeConfig};
 
@@ -131,6 +132,8 @@ impl PeerChannels {
 pub struct Network {
     pub channels: PeerChannels,
     pub rpc_timeout: Duration,
+    /// How far this peer's own log is on disk: no follower hears of a commit beyond it.
+    pub durability: Arc<Durability>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -145,6 +148,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .map_err(|e| e.to_string()),
             rpc_timeout: self.rpc_timeout,
             append_budget: AppendBudget::default(),
+            durability: self.durability.clone(),
         }
     }
 }
@@ -154,6 +158,7 @@ pub struct PeerConnection {
     client: Result<RaftTransportClient<Channel>, String>,
     rpc_timeout: Duration,
     append_budget: AppendBudget,
+    durability: Arc<Durability>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,9 +227,10 @@ enum RpcKind {
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        rpc.leader_commit = self.durability.clamp_commit(rpc.leader_commit);
         let timeout = option.hard_ttl().min(self.rpc_timeout);
         let size = bincode::serialized_size(&rpc).unwrap_or(0) as usize;
         // Ask openraft to resend fewer entries per call rather than time out or fail at the

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::StoreConfig;
 use crate::db;
+use crate::durable::Durability;
 use crate::error::StoreError;
 use crate::forward::{ForwardOk, ForwardRequest, Forwarder, Member};
 use crate::log_store::LogStore;
@@ -76,12 +77,15 @@ impl StoreNode {
         let hub = WatchHub::new(revision, config.watch.clone());
         let snapshots =
             SnapshotStore::open(config.data_dir.join("snapshots"), db.clone()).map_err(storage)?;
-        let sm = StateMachine::open(db.clone(), hub.clone(), snapshots).map_err(storage)?;
-        let log = LogStore::new(db.clone());
+        let durability = Durability::new();
+        let sm = StateMachine::open(db.clone(), hub.clone(), snapshots, durability.clone())
+            .map_err(storage)?;
+        let log = LogStore::new(db.clone(), config.id, durability.clone()).map_err(storage)?;
         let channels = PeerChannels::new(config.rpc_timeout);
         let network = Network {
             channels: channels.clone(),
             rpc_timeout: config.rpc_timeout,
+            durability,
         };
         let raft_config = Arc::new(
             config

@@ -1,11 +1,11 @@
 //! The leader's proposer: gathers the client writes waiting on the leader into group entries.
 //!
-//! openraft 0.9 appends every `client_write` as a log entry of its own, and its core waits for
-//! each append's fsync before it takes the next message. N concurrent writes would pay N fsyncs
-//! in turn on the leader, and again on every follower. The proposer instead hands openraft one
-//! entry ([`WriteOp::Group`]) with every write that arrived while earlier entries were in
-//! flight, so one fsync and one replication round serve them all. Each write keeps its own
-//! revision, fence check, request-id dedup and outcome; a lone write is proposed as it is.
+//! openraft 0.9 appends every `client_write` as a log entry of its own, and a follower's core
+//! waits for each append's fsync before it takes the next message. N concurrent writes would pay
+//! N fsyncs in turn on every follower. The proposer instead hands openraft one entry
+//! ([`WriteOp::Group`]) with every write that arrived while earlier entries were in flight, so
+//! one fsync and one replication round serve them all. Each write keeps its own revision, fence
+//! check, request-id dedup and outcome; a lone write is proposed as it is.
 //!
 //! Writes are handed to openraft in the order they reached the proposer.
 

@@ -5,7 +5,8 @@
 //! Every entry — normal, blank or membership — is applied in one RocksDB write batch that also
 //! records `last_applied` and the membership, so the state machine is consistent at every entry
 //! boundary. Apply writes are not synced on their own: they sit in the same WAL as the Raft log,
-//! behind entries that are, and a lost tail is re-applied from the log on restart.
+//! behind entries that are, and a lost tail is re-applied from the log on restart. An entry is
+//! applied only once the local log holds it on disk ([`Durability`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use openraft::{
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
 use crate::db::{cf, decode, encode, u64_key, CF_DEDUP, CF_DEDUP_INDEX};
+use crate::durable::Durability;
 use crate::mvcc::{self, ApplyView, MvccError, SmMeta};
 use crate::snapshot::{OwnedSnapshot, SnapshotError, SnapshotStore};
 use crate::types::{
@@ -57,14 +59,17 @@ pub struct StateMachine {
     meta: SmMeta,
     hub: Arc<WatchHub>,
     snapshots: Arc<SnapshotStore>,
+    durability: Arc<Durability>,
 }
 
 impl StateMachine {
-    /// Opens the state machine, finishing a snapshot install that a crash interrupted.
+    /// Opens the state machine, finishing a snapshot install that a crash interrupted. It
+    /// applies entries only as far as `durability` says the log is on disk.
     pub fn open(
         db: Arc<DB>,
         hub: Arc<WatchHub>,
         snapshots: Arc<SnapshotStore>,
+        durability: Arc<Durability>,
     ) -> Result<Self, StorageError> {
         snapshots
             .finish_interrupted_install()
@@ -76,6 +81,7 @@ impl StateMachine {
             meta,
             hub,
             snapshots,
+            durability,
         })
     }
 
@@ -365,6 +371,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            self.durability
+                .wait_for(last.log_id.index)
+                .await
+                .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
+        }
         entries.into_iter().map(|e| self.apply_entry(e)).collect()
     }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use flotilla_consensus::db;
+use flotilla_consensus::durable::Durability;
 use flotilla_consensus::mvcc::ReadView;
 use flotilla_consensus::snapshot::SnapshotStore;
 use flotilla_consensus::state_machine::StateMachine;
@@ -27,7 +28,7 @@ fn open(dir: &std::path::Path) -> (Arc<rocksdb::DB>, StateMachine) {
     let db = db::open(&dir.join("db")).unwrap();
     let hub = WatchHub::new(0, WatchConfig::default());
     let snapshots = SnapshotStore::open(dir.join("snapshots"), db.clone()).unwrap();
-    let sm = StateMachine::open(db.clone(), hub, snapshots).unwrap();
+    let sm = StateMachine::open(db.clone(), hub, snapshots, Durability::ungated()).unwrap();
     (db, sm)
 }
 
