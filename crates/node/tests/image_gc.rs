@@ -8,6 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use flotilla_node::image::{prepare_rootfs, GcReport, ImageError, ImageStore};
 use image_common::{tree, write_oci_archive, Layer, TestImage};
@@ -109,6 +110,24 @@ fn pinned_images_survive_removal_until_released_needs_root() {
         }
     );
     assert_eq!(counts(&store), (0, 0));
+}
+
+#[test]
+fn opening_a_store_waits_for_another_holder_within_a_bound() {
+    let work = TempDir::new().unwrap();
+    let root = work.path().join("store");
+    let held = ImageStore::open(&root).unwrap();
+    assert!(matches!(
+        ImageStore::open_waiting(&root, Duration::from_millis(300)),
+        Err(ImageError::StoreLocked { .. })
+    ));
+    let releaser = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    ImageStore::open_waiting(&root, Duration::from_secs(10))
+        .expect("opened once the other holder let go");
+    releaser.join().unwrap();
 }
 
 #[test]

@@ -37,6 +37,9 @@ use super::source::ApiSource;
 
 /// Pause between attempts to register the Node while the control plane does not answer.
 const REGISTER_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long a starting agent waits for its image store while another process holds it (an
+/// `image import` run just before, or while, the agent starts).
+const IMAGE_STORE_WAIT: Duration = Duration::from_secs(60);
 /// Extra time the main task may take to stop beyond the pods' shutdown grace.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(60);
 
@@ -175,7 +178,7 @@ pub async fn run(config: AgentConfig, stop: impl Future<Output = bool>) -> Resul
 async fn open_images(config: &AgentConfig) -> Result<Arc<ImageStore>, AgentError> {
     let (root, import_dir) = (config.images_dir(), config.import_dir());
     let opened = tokio::task::spawn_blocking(move || {
-        let store = ImageStore::open(&root)?;
+        let store = ImageStore::open_waiting(&root, IMAGE_STORE_WAIT)?;
         prepare_import_dir(&import_dir)?;
         log_imports(&import_pending(&store, &import_dir));
         Ok::<_, AgentError>(store)

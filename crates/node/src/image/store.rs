@@ -12,6 +12,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -21,6 +22,9 @@ use super::config::ImageConfig;
 use super::digest::Digest;
 use super::error::{ImageError, IoContext};
 use super::fsutil::{clear_dir, read_bounded};
+
+/// How often [`ImageStore::open_waiting`] tries the lock again.
+pub const STORE_LOCK_POLL: Duration = Duration::from_millis(100);
 use super::gc::{PinGuard, Pins};
 use super::limits::{Limits, MAX_JSON_BYTES};
 use super::reference::ImageRef;
@@ -123,6 +127,30 @@ impl ImageStore {
     /// Opens (creating if needed) the store at `root` with the default [`Limits`].
     pub fn open(root: &Path) -> Result<ImageStore, ImageError> {
         ImageStore::open_with_limits(root, Limits::default())
+    }
+
+    /// Opens the store at `root`, waiting up to `wait` while another process holds it (an
+    /// `image import` into a stopped node's store takes seconds): polls every
+    /// [`STORE_LOCK_POLL`] and gives up with [`ImageError::StoreLocked`].
+    pub fn open_waiting(root: &Path, wait: Duration) -> Result<ImageStore, ImageError> {
+        let deadline = Instant::now() + wait;
+        let mut logged = false;
+        loop {
+            match ImageStore::open(root) {
+                Err(ImageError::StoreLocked { .. }) if Instant::now() < deadline => {
+                    if !logged {
+                        tracing::info!(
+                            store = %root.display(),
+                            wait_s = wait.as_secs(),
+                            "image store held by another process; waiting for it"
+                        );
+                        logged = true;
+                    }
+                    std::thread::sleep(STORE_LOCK_POLL);
+                }
+                opened => return opened,
+            }
+        }
     }
 
     /// Opens the store with explicit import limits.
