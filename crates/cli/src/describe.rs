@@ -12,17 +12,30 @@ use crate::printer::{self, age};
 /// Nesting shown before a subtree is summarised.
 const MAX_DEPTH: usize = 8;
 
+/// `containerID` → `Container ID`: a word starts at an upper-case letter that follows a
+/// lower-case letter or digit, or that begins a capitalised word after an acronym (`IPAddress`
+/// → `IP Address`); acronyms stay whole, a plural one too (`podIPs` → `Pod IPs`).
 fn title_case(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
     let mut out = String::new();
-    for (i, c) in key.chars().enumerate() {
+    for (i, &c) in chars.iter().enumerate() {
         if i == 0 {
             out.extend(c.to_uppercase());
-        } else if c.is_uppercase() {
-            out.push(' ');
-            out.push(c);
-        } else {
-            out.push(c);
+            continue;
         }
+        let prev = chars[i - 1];
+        // The `s` of a plural acronym (`podIPs`) belongs to the acronym.
+        let plural = chars.get(i + 1) == Some(&'s')
+            && chars.get(i + 2).is_none_or(|after| after.is_uppercase());
+        let next_lower = !plural && chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+        let starts_word = c.is_uppercase()
+            && (prev.is_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_uppercase() && next_lower));
+        if starts_word {
+            out.push(' ');
+        }
+        out.push(c);
     }
     out
 }
@@ -206,4 +219,25 @@ pub fn render_events(events: &[Value], now_ms: i64) -> String {
     let table = printer::render_table(&["Type", "Reason", "Age", "From", "Message"], &rows, true);
     let indented: String = table.lines().map(|l| format!("  {l}\n")).collect();
     format!("Events:\n{indented}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::title_case;
+
+    #[test]
+    fn field_names_read_as_words_and_acronyms_stay_whole() {
+        for (key, shown) in [
+            ("phase", "Phase"),
+            ("restartCount", "Restart Count"),
+            ("containerID", "Container ID"),
+            ("hostIP", "Host IP"),
+            ("podIPs", "Pod IPs"),
+            ("IPAddress", "IP Address"),
+            ("startedAt", "Started At"),
+            ("http2Port", "Http2 Port"),
+        ] {
+            assert_eq!(title_case(key), shown, "{key}");
+        }
+    }
 }
