@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -172,6 +173,8 @@ pub struct Cache<T> {
     objects: RwLock<HashMap<String, Cached<T>>>,
     /// Bumped on every change; consumers wait on it.
     changes: watch::Sender<u64>,
+    /// Bumped whenever objects may have left the cache (a deletion or a relist).
+    removals: AtomicU64,
     synced: watch::Sender<bool>,
 }
 
@@ -184,6 +187,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         Arc::new(Cache {
             objects: RwLock::new(HashMap::new()),
             changes: watch::channel(0).0,
+            removals: AtomicU64::new(0),
             synced: watch::channel(false).0,
         })
     }
@@ -212,6 +216,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// A count that grows whenever objects may have left the cache: whoever saw the same count
+    /// before has seen every removal since.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Ordering::SeqCst)
     }
 
     /// A receiver that changes whenever the cache does.
@@ -258,6 +268,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         let fresh: HashMap<String, Cached<T>> =
             items.into_iter().filter_map(Self::decode).collect();
         *self.objects.write().expect("cache lock") = fresh;
+        self.removals.fetch_add(1, Ordering::SeqCst);
         self.bump();
         self.synced.send_replace(true);
     }
@@ -271,6 +282,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
                     object::name(&event.object),
                 );
                 self.objects.write().expect("cache lock").remove(&key);
+                self.removals.fetch_add(1, Ordering::SeqCst);
             }
             EventType::Added | EventType::Modified => {
                 if let Some((key, cached)) = Self::decode(event.object) {
@@ -358,5 +370,36 @@ where
             return Ok(());
         }
         cache.apply(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(kind: EventType, name: &str, revision: i64) -> ObjectEvent {
+        ObjectEvent {
+            kind,
+            object: json!({"metadata": {"namespace": "default", "name": name,
+                "resourceVersion": revision.to_string()}}),
+            revision,
+        }
+    }
+
+    #[test]
+    fn removals_count_deletions_and_relists_but_not_updates() {
+        let cache = Cache::<Value>::new();
+        cache.replace_all(vec![]);
+        let start = cache.removals();
+        cache.apply(event(EventType::Added, "a", 2));
+        cache.apply(event(EventType::Modified, "a", 3));
+        assert_eq!(cache.removals(), start, "nothing left the cache");
+        cache.apply(event(EventType::Deleted, "a", 4));
+        assert_eq!(cache.removals(), start + 1);
+        assert!(cache.is_empty());
+        cache.replace_all(vec![]);
+        assert_eq!(cache.removals(), start + 2, "a relist may drop anything");
     }
 }
