@@ -86,9 +86,12 @@ impl Durability {
         });
     }
 
-    /// The log could not be flushed: waiters get `reason`, and so does every later wait.
+    /// The log could not be flushed, or was closed: waiters get `reason` (the first one given),
+    /// and so does every later wait.
     pub(crate) fn failed(&self, reason: String) {
-        self.state.send_modify(|s| s.failed = Some(reason));
+        self.state.send_modify(|s| {
+            s.failed.get_or_insert(reason);
+        });
     }
 
     /// The commit a leader may tell its followers of: `committed`, or less when its own log is

@@ -195,6 +195,8 @@ fn flusher(db: Weak<DB>, queue: Receiver<Unflushed>, durability: Arc<Durability>
             callback.log_io_completed(result.clone().map_err(std::io::Error::other));
         }
     }
+    // The log store is gone: an apply still waiting would wait forever.
+    durability.failed("the Raft log was closed".into());
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -366,5 +368,23 @@ mod tests {
         store.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
         assert!(!store.leads(&log_id(3, 2, 1)), "peer 1 leads now");
         assert!(!store.leads(&log_id(4, 1, 1)));
+    }
+
+    #[tokio::test]
+    async fn closing_the_log_releases_an_apply_waiting_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db::open(&dir.path().join("db")).unwrap();
+        let durability = Durability::new();
+        let store = LogStore::new(db, 1, durability.clone()).unwrap();
+        let waiting = {
+            let durability = durability.clone();
+            tokio::spawn(async move { durability.wait_for(10).await })
+        };
+        drop(store);
+        let released = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the wait ends when the log closes")
+            .unwrap();
+        assert_eq!(released, Err("the Raft log was closed".to_string()));
     }
 }
