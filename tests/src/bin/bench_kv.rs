@@ -14,7 +14,9 @@ use flotilla_api::kv::cluster_client::ClusterClient;
 use flotilla_api::kv::kv_client::KvClient;
 use flotilla_api::kv::{PutRequest, StatusRequest};
 use flotilla_e2e::etcdserverpb::kv_client::KvClient as EtcdKvClient;
+use flotilla_e2e::etcdserverpb::maintenance_client::MaintenanceClient as EtcdMaintenanceClient;
 use flotilla_e2e::etcdserverpb::PutRequest as EtcdPut;
+use flotilla_e2e::etcdserverpb::StatusRequest as EtcdStatusRequest;
 use flotilla_e2e::{free_port, wait_for_leader, ProcessCluster};
 use tonic::transport::{Channel, Endpoint};
 
@@ -51,6 +53,10 @@ struct Args {
     /// Flotilla peers (3 for the comparison; 1 shows the cost of replication).
     #[arg(long, default_value_t = 3)]
     peers: u64,
+    /// Put the first client (the only one at 1 client) on the leader, in both systems, instead
+    /// of on the first peer (whose writes a follower forwards).
+    #[arg(long)]
+    first_on_leader: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -413,12 +419,31 @@ async fn main() {
 
     eprintln!("starting a 3-peer flotilla store …");
     let mut flotilla = ProcessCluster::start(args.peers).await;
-    let addrs: Vec<String> = flotilla.peers.iter().map(|p| p.addr.clone()).collect();
+    let mut addrs: Vec<String> = flotilla.peers.iter().map(|p| p.addr.clone()).collect();
+    let leader_before = leader_of(&addrs[0]).await.map(|(id, _)| id);
+    if args.first_on_leader {
+        if let Some(i) = flotilla
+            .peers
+            .iter()
+            .position(|p| Some(p.id) == leader_before)
+        {
+            addrs.rotate_left(i);
+        }
+    }
+    // Client 0 (the only one at 1 client) talks to addrs[0]: a follower forwards its writes to
+    // the leader, one more hop. The leader is asked before and after the levels, as a check
+    // that no election came between.
+    let first_peer = flotilla
+        .peers
+        .iter()
+        .find(|p| p.addr == addrs[0])
+        .map_or(0, |p| p.id);
     let mut ours = Vec::new();
     for &clients in &counts {
         eprintln!("flotilla: {clients} clients for {} s …", args.seconds);
         ours.push(run_level(System::Flotilla, &addrs, clients, args.seconds).await);
     }
+    let leader_after = leader_of(&addrs[0]).await.map(|(id, _)| id);
 
     let mut failovers = Vec::new();
     for round in 0..args.failovers {
@@ -428,13 +453,25 @@ async fn main() {
     drop(flotilla);
 
     let mut theirs: Vec<Option<Level>> = vec![None; counts.len()];
+    let mut etcd_first = None;
     if !args.no_etcd {
         eprintln!("starting a 3-member etcd cluster …");
         let etcd = EtcdCluster::start(&args.etcd).await;
+        let mut etcd_addrs = etcd.client_addrs.clone();
+        let leader = etcd_leader_index(&etcd_addrs).await;
+        if args.first_on_leader {
+            if let Some(i) = leader {
+                etcd_addrs.rotate_left(i);
+            }
+        }
+        etcd_first = Some(match (leader, args.first_on_leader) {
+            (Some(_), true) | (Some(0), false) => "the leader",
+            (Some(_), false) => "a follower",
+            (None, _) => "a member (no leader was reported)",
+        });
         for (i, &clients) in counts.iter().enumerate() {
             eprintln!("etcd: {clients} clients for {} s …", args.seconds);
-            theirs[i] =
-                Some(run_level(System::Etcd, &etcd.client_addrs, clients, args.seconds).await);
+            theirs[i] = Some(run_level(System::Etcd, &etcd_addrs, clients, args.seconds).await);
         }
     }
 
@@ -445,7 +482,42 @@ async fn main() {
         .map(|((c, o), t)| (*c, o, t))
         .collect();
     print_table(&levels);
+    println!(
+        "{}",
+        first_client_note(first_peer, leader_before, leader_after)
+    );
+    if let Some(member) = etcd_first {
+        println!("(etcd's first client wrote to {member})");
+    }
     print_failovers(&failovers);
+}
+
+/// The index in `addrs` of the member etcd reports as its leader.
+async fn etcd_leader_index(addrs: &[String]) -> Option<usize> {
+    for (i, addr) in addrs.iter().enumerate() {
+        let mut client = EtcdMaintenanceClient::new(try_connect(addr).await.ok()?);
+        let status = client.status(EtcdStatusRequest {}).await.ok()?.into_inner();
+        if status.header.map(|h| h.member_id) == Some(status.leader) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Where Flotilla's first client sent its writes, for reading the 1-client row.
+fn first_client_note(first_peer: u64, before: Option<u64>, after: Option<u64>) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) if a == b && a == first_peer => {
+            "(Flotilla's first client, the only one at 1 client, wrote to the leader)".into()
+        }
+        (Some(b), Some(a)) if a == b => format!(
+            "(Flotilla's first client, the only one at 1 client, wrote to a follower, which \
+             forwarded each write to the leader, peer {a})"
+        ),
+        _ => format!(
+            "(the leader changed during the levels: peer {before:?} before, {after:?} after)"
+        ),
+    }
 }
 
 fn print_failovers(failovers: &[Option<Duration>]) {
