@@ -3,7 +3,7 @@
 //! the control plane at thousands of nodes on one machine. This is a named simulator, not a
 //! substitute for the real agent: nothing here runs a process.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -185,6 +185,7 @@ pub async fn run(config: HollowConfig) -> Result<(), tonic::Status> {
     let ours: HashSet<String> = config.node_names().into_iter().collect();
     let mut changes = pods.subscribe();
     let started = Instant::now();
+    let mut reported = Reported::default();
     loop {
         let snapshot = pods.snapshot();
         let work: Vec<&Cached<Pod>> = snapshot
@@ -195,12 +196,19 @@ pub async fn run(config: HollowConfig) -> Result<(), tonic::Status> {
                     || p.object.phase() == PodPhase::Pending
             })
             .collect();
+        let todo = reported.still_to_do(&work);
         if lease.valid(started) {
-            futures::stream::iter(work)
-                .map(|pod| act(&client, pod))
+            let client = &client;
+            let done: Vec<(String, i64)> = futures::stream::iter(todo)
+                .map(|pod| async move {
+                    let key = (pod.object.metadata.uid.clone(), pod.revision);
+                    act(client, pod).await.then_some(key)
+                })
                 .buffer_unordered(STATUS_CONCURRENCY)
-                .for_each(|_| async {})
+                .filter_map(|acted| async move { acted })
+                .collect()
                 .await;
+            reported.record(done);
         }
         if changes.changed().await.is_err() {
             break;
@@ -210,8 +218,39 @@ pub async fn run(config: HollowConfig) -> Result<(), tonic::Status> {
     Ok(())
 }
 
-/// Reports a pending pod Running, or confirms a terminating pod stopped (deletes it).
-async fn act(client: &ApiClient, cached: &Cached<Pod>) {
+/// The pods reported at the revision the cache still shows: the cache lags the writes, and
+/// without this every round would report again the pods the round before had just reported
+/// (each a read and a refused update on the server).
+#[derive(Debug, Default)]
+struct Reported {
+    /// uid → the revision the pod had when it was reported.
+    at: HashMap<String, i64>,
+}
+
+impl Reported {
+    /// The pods of `work` not yet reported at their current revision; forgets pods that left
+    /// `work` (so it holds at most one round's worth).
+    fn still_to_do<'a>(&mut self, work: &[&'a Cached<Pod>]) -> Vec<&'a Cached<Pod>> {
+        let current: HashMap<&str, i64> = work
+            .iter()
+            .map(|p| (p.object.metadata.uid.as_str(), p.revision))
+            .collect();
+        self.at.retain(|uid, _| current.contains_key(uid.as_str()));
+        work.iter()
+            .filter(|p| self.at.get(&p.object.metadata.uid) != Some(&p.revision))
+            .copied()
+            .collect()
+    }
+
+    fn record(&mut self, done: impl IntoIterator<Item = (String, i64)>) {
+        self.at.extend(done);
+    }
+}
+
+/// Reports a pending pod Running, or confirms a terminating pod stopped (deletes it). Whether
+/// the pod needs nothing more from this revision: the write landed, or the pod changed or went
+/// meanwhile; a failed write (an election, say) is tried again next round.
+async fn act(client: &ApiClient, cached: &Cached<Pod>) -> bool {
     let pod = &cached.object;
     let (ns, name) = (pod.metadata.namespace.clone(), pod.metadata.name.clone());
     let result = if pod.metadata.deletion_timestamp.is_some() {
@@ -257,9 +296,16 @@ async fn act(client: &ApiClient, cached: &Cached<Pod>) {
             .await
             .map(|_| ())
     };
-    if let Err(status) = result {
-        if status.code() != tonic::Code::Aborted && status.code() != tonic::Code::NotFound {
+    match result {
+        Ok(()) => true,
+        Err(status)
+            if status.code() == tonic::Code::Aborted || status.code() == tonic::Code::NotFound =>
+        {
+            true
+        }
+        Err(status) => {
             tracing::debug!(error = %status, "hollow node could not report a pod");
+            false
         }
     }
 }
@@ -291,5 +337,38 @@ mod tests {
         assert_eq!(ssd, 4, "two of every five nodes: {labels:?}");
         assert_eq!(labels[0].0, "zone-0");
         assert_eq!(labels[4].0, "zone-1");
+    }
+
+    fn cached(uid: &str, revision: i64) -> Cached<Pod> {
+        let mut pod = Pod::default();
+        pod.metadata.uid = uid.into();
+        Cached {
+            object: Arc::new(pod),
+            revision,
+        }
+    }
+
+    fn uids(pods: &[&Cached<Pod>]) -> Vec<String> {
+        pods.iter().map(|p| p.object.metadata.uid.clone()).collect()
+    }
+
+    #[test]
+    fn a_pod_is_reported_once_per_revision_and_forgotten_when_it_leaves_the_work() {
+        let mut reported = Reported::default();
+        let (a, b) = (cached("a", 5), cached("b", 6));
+        assert_eq!(uids(&reported.still_to_do(&[&a, &b])), ["a", "b"]);
+        // Only a's report landed (b's failed): b is tried again, a is not.
+        reported.record([("a".to_string(), 5)]);
+        assert_eq!(uids(&reported.still_to_do(&[&a, &b])), ["b"]);
+        // a changed (say, its report was refused and it was rebound): reported again.
+        let a_later = cached("a", 9);
+        assert_eq!(uids(&reported.still_to_do(&[&a_later, &b])), ["a", "b"]);
+        reported.record([("a".to_string(), 9)]);
+        // a left the work (it is Running now): forgotten.
+        assert!(reported
+            .still_to_do(&[&b])
+            .iter()
+            .all(|p| p.object.metadata.uid == "b"));
+        assert!(!reported.at.contains_key("a"));
     }
 }
