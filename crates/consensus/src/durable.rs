@@ -19,6 +19,7 @@
 
 use std::sync::Arc;
 
+use openraft::CommittedLeaderId;
 use tokio::sync::watch;
 
 use crate::types::LogId;
@@ -32,8 +33,6 @@ struct State {
     last: Option<LogId>,
     /// Why the log could not be flushed; the peer stops applying.
     failed: Option<String>,
-    /// No log to wait for: every entry counts as on disk (a state machine tested on its own).
-    ungated: bool,
 }
 
 /// See the module documentation.
@@ -50,11 +49,13 @@ impl Durability {
         })
     }
 
-    /// For a state machine driven without a Raft log (tests of apply on its own): it never waits.
+    /// For a state machine driven without a Raft log (tests of apply on its own): every index
+    /// counts as on disk, so it never waits.
     pub fn ungated() -> Arc<Durability> {
+        let everything = LogId::new(CommittedLeaderId::new(u64::MAX, 0), u64::MAX);
         Arc::new(Durability {
             state: watch::Sender::new(State {
-                ungated: true,
+                last: Some(everything),
                 ..State::default()
             }),
         })
@@ -97,11 +98,7 @@ impl Durability {
     /// The commit a leader may tell its followers of: `committed`, or less when its own log is
     /// not yet on disk that far.
     pub(crate) fn clamp_commit(&self, committed: Option<LogId>) -> Option<LogId> {
-        let state = self.state.borrow();
-        if state.ungated {
-            return committed;
-        }
-        match (committed, state.last) {
+        match (committed, self.state.borrow().last) {
             (Some(c), Some(last)) if c.index > last.index => Some(last),
             (Some(_), None) => None,
             (committed, _) => committed,
@@ -110,9 +107,8 @@ impl Durability {
 
     /// Waits until the log is on disk up to `index`.
     pub(crate) async fn wait_for(&self, index: u64) -> Result<(), String> {
-        let reached = |s: &State| {
-            s.ungated || s.failed.is_some() || s.last.is_some_and(|last| last.index >= index)
-        };
+        let reached =
+            |s: &State| s.failed.is_some() || s.last.is_some_and(|last| last.index >= index);
         let mut changes = self.state.subscribe();
         let state = changes
             .wait_for(reached)
@@ -128,8 +124,6 @@ impl Durability {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
-
-    use openraft::CommittedLeaderId;
 
     use super::*;
 
