@@ -231,11 +231,11 @@ impl Reported {
     /// The pods of `work` not yet reported at their current revision; forgets pods that left
     /// `work` (so it holds at most one round's worth).
     fn still_to_do<'a>(&mut self, work: &[&'a Cached<Pod>]) -> Vec<&'a Cached<Pod>> {
-        let current: HashMap<&str, i64> = work
+        let current: HashSet<&str> = work
             .iter()
-            .map(|p| (p.object.metadata.uid.as_str(), p.revision))
+            .map(|p| p.object.metadata.uid.as_str())
             .collect();
-        self.at.retain(|uid, _| current.contains_key(uid.as_str()));
+        self.at.retain(|uid, _| current.contains(uid.as_str()));
         work.iter()
             .filter(|p| self.at.get(&p.object.metadata.uid) != Some(&p.revision))
             .copied()

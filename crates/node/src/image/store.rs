@@ -22,14 +22,14 @@ use super::config::ImageConfig;
 use super::digest::Digest;
 use super::error::{ImageError, IoContext};
 use super::fsutil::{clear_dir, read_bounded};
-
-/// How often [`ImageStore::open_waiting`] tries the lock again.
-pub const STORE_LOCK_POLL: Duration = Duration::from_millis(100);
 use super::gc::{PinGuard, Pins};
 use super::limits::{Limits, MAX_JSON_BYTES};
 use super::reference::ImageRef;
 use super::refs::Refs;
 use super::spec::{ConfigFile, Manifest};
+
+/// How often [`ImageStore::open_waiting`] tries the lock again.
+pub const STORE_LOCK_POLL: Duration = Duration::from_millis(100);
 
 /// An image ready to run: its manifest digest, how to run it, and its unpacked layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
