@@ -178,6 +178,16 @@ impl OrphanScan {
                 .last
                 .is_none_or(|last| now.duration_since(last) >= GC_FULL_SCAN_EVERY)
     }
+
+    /// Starts a scan at `now` if one is [`due`](OrphanScan::due), remembering what it saw.
+    fn begin(&mut self, owners_removed: (u64, u64), now: Instant) -> bool {
+        if !self.due(owners_removed, now) {
+            return false;
+        }
+        self.owners_removed = Some(owners_removed);
+        self.last = Some(now);
+        true
+    }
 }
 
 /// Force-deletes pods stuck terminating, and deletes dependents seen orphaned in two consecutive
@@ -203,12 +213,9 @@ async fn collect_garbage(
             .map(|p| (p.namespace.as_str(), p.name.as_str())),
     )
     .await?;
-    let scanned_at = Instant::now();
-    if !orphans.due(owners_removed, scanned_at) {
+    if !orphans.begin(owners_removed, Instant::now()) {
         return Ok(());
     }
-    orphans.owners_removed = Some(owners_removed);
-    orphans.last = Some(scanned_at);
     let replicasets = ctx.replicasets.snapshot();
     let deployments = ctx.deployments.snapshot();
     let mut objects: Vec<(Kind, &ObjectMeta)> = pod_objects
@@ -254,8 +261,7 @@ mod tests {
         let start = Instant::now();
         let mut scan = OrphanScan::default();
         assert!(scan.due((0, 0), start), "the first pass scans");
-        scan.owners_removed = Some((0, 0));
-        scan.last = Some(start);
+        assert!(scan.begin((0, 0), start));
         let soon = start + GC_TICK;
         assert!(!scan.due((0, 0), soon), "nothing went: no scan");
         assert!(scan.due((1, 0), soon), "a ReplicaSet went");
