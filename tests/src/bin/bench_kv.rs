@@ -495,8 +495,17 @@ async fn main() {
 /// The index in `addrs` of the member etcd reports as its leader.
 async fn etcd_leader_index(addrs: &[String]) -> Option<usize> {
     for (i, addr) in addrs.iter().enumerate() {
-        let mut client = EtcdMaintenanceClient::new(try_connect(addr).await.ok()?);
-        let status = client.status(EtcdStatusRequest {}).await.ok()?.into_inner();
+        // A member that does not answer is not the leader; the others are asked still.
+        let Ok(channel) = try_connect(addr).await else {
+            continue;
+        };
+        let Ok(status) = EtcdMaintenanceClient::new(channel)
+            .status(EtcdStatusRequest {})
+            .await
+        else {
+            continue;
+        };
+        let status = status.into_inner();
         if status.header.map(|h| h.member_id) == Some(status.leader) {
             return Some(i);
         }
@@ -514,9 +523,12 @@ fn first_client_note(first_peer: u64, before: Option<u64>, after: Option<u64>) -
             "(Flotilla's first client, the only one at 1 client, wrote to a follower, which \
              forwarded each write to the leader, peer {a})"
         ),
-        _ => format!(
-            "(the leader changed during the levels: peer {before:?} before, {after:?} after)"
-        ),
+        (Some(b), Some(a)) => {
+            format!("(the leader changed during the levels: peer {b} before, {a} after)")
+        }
+        _ => "(no peer named a leader before or after the levels: where Flotilla's first client \
+              wrote is unknown)"
+            .into(),
     }
 }
 
