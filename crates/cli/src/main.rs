@@ -21,6 +21,14 @@ use flotilla_state::objects::Kind;
 use crate::client::Client;
 use crate::printer::Format;
 
+/// mimalloc instead of glibc's malloc: under load the peers and the leader's loops allocate and
+/// free many short-lived buffers and objects from several threads, and glibc's arenas spent a
+/// quarter of all CPU in `bench-sched` (b) consolidating and unlinking free chunks. The helper
+/// processes that clone containers are single-threaded re-executions of this binary (the
+/// runtime's shims), so no allocator lock can be held across their `clone3`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "flotilla",
