@@ -203,7 +203,8 @@ async fn at_scale(args: &Args) {
         }
         if Instant::now() >= next_report {
             eprintln!(
-                "    {}/{total} bound after {:.0} s",
+                "    {}/{total} created, {} bound after {:.0} s",
+                bound.existing(),
                 bound.count(),
                 begin.elapsed().as_secs_f64()
             );

@@ -15,8 +15,6 @@ use serde::Deserialize;
 const LIST_PAGE: i64 = 5000;
 /// Times the watch may be reopened before the count gives up.
 const REOPEN_MAX: usize = 20;
-/// The bound-pod field selector.
-const BOUND: &str = "spec.nodeName!=";
 
 #[derive(Deserialize)]
 struct PodLite {
@@ -42,10 +40,11 @@ fn key(pod: &PodLite) -> String {
     format!("{}/{}", pod.metadata.namespace, pod.metadata.name)
 }
 
-/// The names of bound pods, kept current by a watch on one peer.
+/// The names of existing and of bound pods, kept current by a watch on one peer.
 pub struct BoundPods {
     /// One connection to the peer, for the watch and any recount.
     client: ClusterApiClient<tonic::transport::Channel>,
+    existing: HashSet<String>,
     bound: HashSet<String>,
     stream: Option<tonic::Streaming<WatchEvent>>,
     reopened: usize,
@@ -66,6 +65,7 @@ impl BoundPods {
     pub async fn open(addr: &str) -> Result<BoundPods, String> {
         let mut tracker = BoundPods {
             client: client(addr).await?,
+            existing: HashSet::new(),
             bound: HashSet::new(),
             stream: None,
             reopened: 0,
@@ -74,8 +74,14 @@ impl BoundPods {
         Ok(tracker)
     }
 
+    /// Bound pods.
     pub fn count(&self) -> usize {
         self.bound.len()
+    }
+
+    /// Pods that exist, bound or not: how far the controllers' creates have got.
+    pub fn existing(&self) -> usize {
+        self.existing.len()
     }
 
     async fn watch_from(&mut self, resource_version: String) -> Result<(), String> {
@@ -97,6 +103,7 @@ impl BoundPods {
 
     /// Recounts with one paged list and resumes the watch at its revision.
     async fn relist(&mut self) -> Result<(), String> {
+        let mut existing = HashSet::new();
         let mut bound = HashSet::new();
         let mut token = String::new();
         let mut revision = String::new();
@@ -104,7 +111,6 @@ impl BoundPods {
             let request = ListRequest {
                 kind: "Pod".into(),
                 all_namespaces: true,
-                field_selector: BOUND.into(),
                 limit: LIST_PAGE,
                 r#continue: token.clone(),
                 ..Default::default()
@@ -118,7 +124,10 @@ impl BoundPods {
             for item in &page.items {
                 let pod = serde_json::from_slice::<PodLite>(item)
                     .map_err(|e| format!("a listed pod does not decode: {e}"))?;
-                bound.insert(key(&pod));
+                if !pod.spec.node_name.is_empty() {
+                    bound.insert(key(&pod));
+                }
+                existing.insert(key(&pod));
             }
             if revision.is_empty() {
                 revision = page.resource_version;
@@ -128,6 +137,7 @@ impl BoundPods {
             }
             token = page.r#continue;
         }
+        self.existing = existing;
         self.bound = bound;
         self.watch_from(revision).await
     }
@@ -167,10 +177,16 @@ impl BoundPods {
         }
         let pod = serde_json::from_slice::<PodLite>(&event.object)
             .map_err(|e| format!("a watched pod does not decode: {e}"))?;
-        if event.r#type == "DELETED" || pod.spec.node_name.is_empty() {
-            self.bound.remove(&key(&pod));
+        let key = key(&pod);
+        if event.r#type == "DELETED" {
+            self.existing.remove(&key);
         } else {
-            self.bound.insert(key(&pod));
+            self.existing.insert(key.clone());
+        }
+        if event.r#type == "DELETED" || pod.spec.node_name.is_empty() {
+            self.bound.remove(&key);
+        } else {
+            self.bound.insert(key);
         }
         Ok(())
     }
