@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::registry::{
-    object, ApiError, EventType, ListOptions, ObjectEvent, Registry, Scope, Store, WatchFilter,
+    object, raw, ApiError, EventType, ListOptions, ObjectEvent, Registry, Scope, Store, WatchFilter,
 };
 use crate::service::{kind_info, object_filter};
 use crate::Kind;
@@ -168,6 +168,20 @@ impl<T> Clone for Cached<T> {
     }
 }
 
+/// Only an object's name and namespace, read without building the rest.
+#[derive(serde::Deserialize)]
+struct KeyOnly {
+    metadata: KeyMeta,
+}
+
+#[derive(serde::Deserialize)]
+struct KeyMeta {
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    name: String,
+}
+
 /// The cache of an informer: `namespace/name` → object.
 pub struct Cache<T> {
     objects: RwLock<HashMap<String, Cached<T>>>,
@@ -249,7 +263,37 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
             map.remove("apiVersion");
             map.remove("kind");
         }
-        match serde_json::from_value::<T>(body) {
+        Self::cached(key, serde_json::from_value::<T>(body), revision)
+    }
+
+    /// A watched object, decoded from its text straight into `T` (no `Value` in between).
+    fn decode_text(text: &[u8], revision: i64) -> Option<(String, Cached<T>)> {
+        let key = match serde_json::from_slice::<KeyOnly>(text) {
+            Ok(k) => cache_key(&k.metadata.namespace, &k.metadata.name),
+            Err(e) => {
+                tracing::warn!(error = %e, "watched object has no readable name; skipped");
+                return None;
+            }
+        };
+        let decoded = match raw::without_type_fields(text) {
+            Some(typed) => serde_json::from_slice::<T>(&typed),
+            None => serde_json::from_slice::<Value>(text).and_then(|mut body| {
+                if let Some(map) = body.as_object_mut() {
+                    map.remove("apiVersion");
+                    map.remove("kind");
+                }
+                serde_json::from_value::<T>(body)
+            }),
+        };
+        Self::cached(key, decoded, revision)
+    }
+
+    fn cached(
+        key: String,
+        decoded: Result<T, serde_json::Error>,
+        revision: i64,
+    ) -> Option<(String, Cached<T>)> {
+        match decoded {
             Ok(object) => Some((
                 key,
                 Cached {
@@ -277,15 +321,16 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         match event.kind {
             EventType::Bookmark => return,
             EventType::Deleted => {
-                let key = cache_key(
-                    object::namespace(&event.object),
-                    object::name(&event.object),
-                );
+                let Ok(k) = serde_json::from_slice::<KeyOnly>(&event.object) else {
+                    tracing::warn!("deleted object has no readable name; relist to drop it");
+                    return;
+                };
+                let key = cache_key(&k.metadata.namespace, &k.metadata.name);
                 self.objects.write().expect("cache lock").remove(&key);
                 self.removals.fetch_add(1, Ordering::SeqCst);
             }
             EventType::Added | EventType::Modified => {
-                if let Some((key, cached)) = Self::decode(event.object) {
+                if let Some((key, cached)) = Self::decode_text(&event.object, event.revision) {
                     self.objects
                         .write()
                         .expect("cache lock")
@@ -383,7 +428,9 @@ mod tests {
         ObjectEvent {
             kind,
             object: json!({"metadata": {"namespace": "default", "name": name,
-                "resourceVersion": revision.to_string()}}),
+                "resourceVersion": revision.to_string()}})
+            .to_string()
+            .into_bytes(),
             revision,
         }
     }

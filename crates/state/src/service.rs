@@ -464,7 +464,7 @@ impl<S: Store + Clone> ClusterApi for ClusterApiService<S> {
                 let event = match next {
                     Ok(event) => pb::WatchEvent {
                         r#type: event.kind.as_str().into(),
-                        object: object_bytes(&event.object),
+                        object: event.object,
                         error: String::new(),
                     },
                     Err(e) => pb::WatchEvent {

@@ -499,9 +499,15 @@ async fn watch_from_a_resource_version_sees_every_change_once_in_order() {
             .unwrap();
         assert!(event.revision > last_rv, "strictly increasing");
         last_rv = event.revision;
+        let object = event.value().unwrap();
+        assert_eq!(
+            object["metadata"]["resourceVersion"],
+            json!(event.revision.to_string()),
+            "the object carries the revision of its event"
+        );
         seen.push((
             event.kind,
-            event.object["metadata"]["name"]
+            event.value().unwrap()["metadata"]["name"]
                 .as_str()
                 .unwrap()
                 .to_string(),
@@ -572,8 +578,13 @@ async fn a_watcher_that_falls_behind_catches_up_from_history_without_a_gap() {
         assert_eq!(event.kind, EventType::Added);
         assert!(event.revision > last_revision, "in revision order");
         last_revision = event.revision;
+        assert_eq!(
+            event.value().unwrap()["metadata"]["resourceVersion"],
+            json!(event.revision.to_string()),
+            "the object carries the revision of its event"
+        );
         seen.push(
-            event.object["metadata"]["name"]
+            event.value().unwrap()["metadata"]["name"]
                 .as_str()
                 .unwrap()
                 .to_string(),

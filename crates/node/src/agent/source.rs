@@ -28,6 +28,18 @@ fn api_error(status: tonic::Status) -> ApiError {
     }
 }
 
+/// Only an object's resourceVersion, read without building the rest.
+#[derive(serde::Deserialize)]
+struct VersionOnly {
+    metadata: VersionMeta,
+}
+
+#[derive(serde::Deserialize)]
+struct VersionMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: String,
+}
+
 struct ApiWatch {
     stream: Streaming<flotilla_api::cluster::WatchEvent>,
 }
@@ -48,16 +60,16 @@ impl EventStream for ApiWatch {
                 "BOOKMARK" => EventType::Bookmark,
                 _ => return Err(ApiError::Expired(event.error)),
             };
-            let object: Value = serde_json::from_slice(&event.object)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            let revision = object
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .and_then(|rv| rv.parse().ok())
+            // Only the resourceVersion is read here; the informer decodes the object itself.
+            let revision = serde_json::from_slice::<VersionOnly>(&event.object)
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .metadata
+                .resource_version
+                .parse()
                 .unwrap_or(0);
             Ok(ObjectEvent {
                 kind,
-                object,
+                object: event.object,
                 revision,
             })
         })

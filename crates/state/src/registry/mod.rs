@@ -15,6 +15,7 @@ mod error;
 pub mod keys;
 mod list;
 pub mod object;
+pub(crate) mod raw;
 mod store;
 mod update;
 mod watch;

@@ -35,10 +35,33 @@ impl EventType {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectEvent {
     pub kind: EventType,
-    /// The object (for DELETED, its last state; for BOOKMARK, only kind and resourceVersion).
-    pub object: Value,
+    /// The object as JSON text with its resourceVersion set (for DELETED, its last state; for
+    /// BOOKMARK, only kind and resourceVersion). Text, not a `Value`: most watchers pass it on
+    /// or decode it into a type, and neither needs the `Value` in between.
+    pub object: Vec<u8>,
     /// The revision this event brings the watcher up to.
     pub revision: i64,
+}
+
+impl ObjectEvent {
+    /// The object parsed.
+    pub fn value(&self) -> Result<Value, ApiError> {
+        Ok(serde_json::from_slice(&self.object)?)
+    }
+}
+
+/// `value` (stored JSON text) as a watch event's object: with `metadata.resourceVersion` set.
+/// Spliced into the text where it can be; parsed and written out again otherwise.
+fn event_object(value: &[u8], revision: i64) -> Result<Vec<u8>, ApiError> {
+    match super::raw::with_resource_version(value, revision) {
+        Some(text) => Ok(text),
+        None => {
+            let parsed: Value = serde_json::from_slice(value)?;
+            Ok(serde_json::to_vec(&object::with_resource_version(
+                parsed, revision,
+            ))?)
+        }
+    }
 }
 
 /// A test of one object.
@@ -176,7 +199,9 @@ impl ObjectWatch {
                 "apiVersion": self.info.api_version,
                 "kind": self.info.kind,
                 "metadata": {"resourceVersion": self.delivered.to_string()},
-            }),
+            })
+            .to_string()
+            .into_bytes(),
             revision: self.delivered,
         }
     }
@@ -190,33 +215,39 @@ impl ObjectWatch {
                 let Some(prev) = &event.prev_kv else {
                     return Ok(None);
                 };
-                let old = decode(&prev.value)?;
-                if !self.filter.matches(&old) {
+                if !self.filter.is_everything() && !self.filter.matches(&decode(&prev.value)?) {
                     return Ok(None);
                 }
-                (EventType::Deleted, old)
+                (EventType::Deleted, event_object(&prev.value, revision)?)
+            }
+            EventKind::Put if self.filter.is_everything() => {
+                // No selector: the object is passed on without parsing it, and it showed before
+                // if there was one.
+                let kind = match event.prev_kv {
+                    Some(_) => EventType::Modified,
+                    None => EventType::Added,
+                };
+                (kind, event_object(&event.kv.value, revision)?)
             }
             EventKind::Put => {
-                // Without selectors the old object showed if there was one: no need to decode it
-                // (that would double the cost of every update).
                 let was_visible = match &event.prev_kv {
                     None => false,
-                    Some(prev) => {
-                        self.filter.is_everything() || self.filter.matches(&decode(&prev.value)?)
-                    }
+                    Some(prev) => self.filter.matches(&decode(&prev.value)?),
                 };
                 let new = decode(&event.kv.value)?;
-                match (self.filter.matches(&new), was_visible) {
-                    (true, true) => (EventType::Modified, new),
-                    (true, false) => (EventType::Added, new),
-                    (false, true) => (EventType::Deleted, new),
+                let kind = match (self.filter.matches(&new), was_visible) {
+                    (true, true) => EventType::Modified,
+                    (true, false) => EventType::Added,
+                    (false, true) => EventType::Deleted,
                     (false, false) => return Ok(None),
-                }
+                };
+                let new = object::with_resource_version(new, revision);
+                (kind, serde_json::to_vec(&new)?)
             }
         };
         Ok(Some(ObjectEvent {
             kind,
-            object: object::with_resource_version(object, revision),
+            object,
             revision,
         }))
     }
