@@ -238,6 +238,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         self.removals.load(Ordering::SeqCst)
     }
 
+    /// A count that grows with every change to the cache: whoever saw the same count before has
+    /// seen the cache as it is.
+    pub fn version(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// A receiver that changes whenever the cache does.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()

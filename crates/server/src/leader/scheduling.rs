@@ -64,6 +64,97 @@ fn is_active(pod: &Pod) -> bool {
     !matches!(pod.phase(), PodPhase::Succeeded | PodPhase::Failed)
 }
 
+/// The cluster snapshot kept from one round to the next. Rebuilding it means converting and
+/// accounting every bound pod, which at 150,000 pods was the largest part of a round; while pods
+/// are only being added and bound, a round adds just the pods bound since the last one. It is
+/// rebuilt whenever a pod it counted is no longer bound where it was counted (deleted, finished,
+/// an assumption dropped, a binding that did not land) or the nodes changed.
+struct Accounted {
+    snapshot: ClusterSnapshot,
+    /// The pods counted in `snapshot`, by uid, with the node each is counted on.
+    counted: HashMap<String, String>,
+    /// The node cache's version the snapshot was built from.
+    nodes_version: u64,
+}
+
+/// Where a pod counts in the snapshot: the node it is bound to while it is active, or the node
+/// this loop bound it to while the cache does not show that yet.
+fn counted_on<'a>(pod: &'a Pod, assumed: &'a HashMap<String, Assumed>) -> Option<&'a str> {
+    if !pod.spec.node_name.is_empty() {
+        return is_active(pod).then_some(pod.spec.node_name.as_str());
+    }
+    assumed
+        .get(pod.metadata.uid.as_str())
+        .map(|a| a.node.as_str())
+}
+
+impl Accounted {
+    /// A snapshot of `nodes` (the node cache at `nodes_version`) and of every pod that counts.
+    fn build(
+        nodes: Vec<flotilla_scheduler::NodeInfo>,
+        nodes_version: u64,
+        pods: &[Cached<Pod>],
+        assumed: &HashMap<String, Assumed>,
+    ) -> Accounted {
+        let snapshot = ClusterSnapshot::new(nodes).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "node names are not unique");
+            ClusterSnapshot::new(Vec::new()).expect("empty snapshot")
+        });
+        let mut accounted = Accounted {
+            snapshot,
+            counted: HashMap::new(),
+            nodes_version,
+        };
+        for cached in pods {
+            if let Some(node) = counted_on(&cached.object, assumed) {
+                accounted.count(&cached.object, node);
+            }
+        }
+        accounted
+    }
+
+    fn count(&mut self, pod: &Pod, node: &str) {
+        // A pod on a node the snapshot does not know takes nothing from the nodes it knows.
+        let _ = self.snapshot.add_bound_pod(node, &pod_info(pod));
+        self.counted
+            .insert(pod.metadata.uid.clone(), node.to_string());
+    }
+
+    /// Brings the snapshot up to date with `pods`: adds the pods that count and are not counted
+    /// yet; `false` if a counted pod no longer counts where it did, or the nodes changed (the
+    /// caller rebuilds).
+    fn catch_up(
+        &mut self,
+        nodes_version: u64,
+        pods: &[Cached<Pod>],
+        assumed: &HashMap<String, Assumed>,
+    ) -> bool {
+        if nodes_version != self.nodes_version {
+            return false;
+        }
+        let mut matched = 0;
+        let mut fresh = Vec::new();
+        for cached in pods {
+            let pod = &*cached.object;
+            let Some(node) = counted_on(pod, assumed) else {
+                continue;
+            };
+            match self.counted.get(pod.metadata.uid.as_str()) {
+                Some(counted) if counted == node => matched += 1,
+                Some(_) => return false,
+                None => fresh.push((pod, node)),
+            }
+        }
+        if matched != self.counted.len() {
+            return false;
+        }
+        for (pod, node) in fresh {
+            self.count(pod, node);
+        }
+        true
+    }
+}
+
 /// Runs until the term ends (the task is aborted).
 pub async fn run(ctx: Arc<TermContext>) {
     ctx.pods.wait_synced().await;
@@ -71,9 +162,10 @@ pub async fn run(ctx: Arc<TermContext>) {
     let mut pod_changes = ctx.pods.subscribe();
     let mut node_changes = ctx.nodes.subscribe();
     let mut assumed: HashMap<String, Assumed> = HashMap::new();
+    let mut accounted: Option<Accounted> = None;
     loop {
         let mut computing = ComputeTime::start();
-        let result = round(&ctx, &mut assumed, &mut computing).await;
+        let result = round(&ctx, &mut assumed, &mut accounted, &mut computing).await;
         // Next to nothing in a small cluster.
         tokio::time::sleep(computing.spent()).await;
         match result {
@@ -95,6 +187,7 @@ pub async fn run(ctx: Arc<TermContext>) {
 async fn round(
     ctx: &TermContext,
     assumed: &mut HashMap<String, Assumed>,
+    accounted: &mut Option<Accounted>,
     computing: &mut ComputeTime,
 ) -> Result<bool, ApiError> {
     let config = &ctx.config.scheduling;
@@ -119,14 +212,33 @@ async fn round(
             ))
     });
     pending.truncate(config.round_max);
-    let mut snapshot = cluster_snapshot(ctx, &pods, assumed);
+    let nodes_version = ctx.nodes.version();
+    let kept = accounted
+        .as_mut()
+        .is_some_and(|kept| kept.catch_up(nodes_version, &pods, assumed));
+    if !kept {
+        // Read after the version: a change in between makes the next round rebuild again.
+        let nodes = ctx
+            .nodes
+            .snapshot()
+            .iter()
+            .map(|n| node_info(&n.object))
+            .collect();
+        *accounted = Some(Accounted::build(nodes, nodes_version, &pods, assumed));
+    }
+    let accounted = accounted.as_mut().expect("built above");
     let infos: Vec<_> = pending.iter().map(|p| pod_info(&p.object)).collect();
-    let decisions = schedule_batch(&infos, &mut snapshot, &config.scheduler);
+    let decisions = schedule_batch(&infos, &mut accounted.snapshot, &config.scheduler);
     let mut writes = Vec::new();
     let mut bound = Vec::new();
     for (cached, decision) in pending.iter().zip(decisions) {
         match decision {
             Decision::Bind { node } => {
+                // Placement counted it; a binding that does not land makes the next round
+                // rebuild the snapshot.
+                accounted
+                    .counted
+                    .insert(cached.object.metadata.uid.clone(), node.clone());
                 writes.push(binding(cached, &node)?);
                 if config.events {
                     writes.push(scheduled_event(&cached.object, &node));
@@ -165,33 +277,6 @@ fn forget_confirmed(ctx: &TermContext, assumed: &mut HashMap<String, Assumed>, m
             _ => false,
         }
     });
-}
-
-fn cluster_snapshot(
-    ctx: &TermContext,
-    pods: &[Cached<Pod>],
-    assumed: &HashMap<String, Assumed>,
-) -> ClusterSnapshot {
-    let nodes: Vec<_> = ctx
-        .nodes
-        .snapshot()
-        .iter()
-        .map(|n| node_info(&n.object))
-        .collect();
-    let mut snapshot = ClusterSnapshot::new(nodes).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "node names are not unique");
-        ClusterSnapshot::new(Vec::new()).expect("empty snapshot")
-    });
-    for cached in pods {
-        let pod = &cached.object;
-        if !pod.spec.node_name.is_empty() && is_active(pod) {
-            let _ = snapshot.add_bound_pod(&pod.spec.node_name, &pod_info(pod));
-        }
-    }
-    for a in assumed.values() {
-        let _ = snapshot.add_bound_pod(&a.node, &pod_info(&a.pod));
-    }
-    snapshot
 }
 
 fn set_condition(pod: &mut Pod, condition: PodCondition) -> bool {
@@ -309,4 +394,99 @@ fn scheduled_event(pod: &Pod, node: &str) -> (flotilla_state::registry::KindInfo
             revision: 0,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_scheduler::{Allocatable, NodeInfo};
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(uid: &str, node: &str, phase: &str) -> Cached<Pod> {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": uid, "namespace": "default", "uid": uid},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i",
+                "resources": {"requests": {"cpu": "100m"}}}]},
+            "status": {"phase": phase},
+        }))
+        .unwrap();
+        Cached {
+            object: Arc::new(pod),
+            revision: 1,
+        }
+    }
+
+    fn nodes() -> Vec<NodeInfo> {
+        ["n1", "n2"]
+            .iter()
+            .map(|n| NodeInfo::new(*n, Allocatable::new(4000, 1 << 30, 110)).with_ready(true))
+            .collect()
+    }
+
+    fn cpu_on(accounted: &Accounted, node: &str) -> i64 {
+        accounted.snapshot.usage(node).unwrap().requested.cpu_milli
+    }
+
+    #[test]
+    fn the_kept_snapshot_adds_new_bindings_and_gives_up_when_a_counted_pod_goes() {
+        let none = HashMap::new();
+        let a = pod("a", "n1", "Running");
+        let mut kept = Accounted::build(nodes(), 7, std::slice::from_ref(&a), &none);
+        assert_eq!((cpu_on(&kept, "n1"), cpu_on(&kept, "n2")), (100, 0));
+
+        // A pod bound since, and a pending one: only the bound one is added.
+        let b = pod("b", "n2", "Pending");
+        let c = pod("c", "", "Pending");
+        let now = [a.clone(), b.clone(), c.clone()];
+        assert!(kept.catch_up(7, &now, &none));
+        assert_eq!((cpu_on(&kept, "n1"), cpu_on(&kept, "n2")), (100, 100));
+        assert!(
+            kept.catch_up(7, &now, &none),
+            "nothing new: still up to date"
+        );
+        assert_eq!(cpu_on(&kept, "n2"), 100, "nothing counted twice");
+
+        // A pod this loop bound counts where it was bound, before and after the cache shows it.
+        let assumed = HashMap::from([(
+            "c".to_string(),
+            Assumed {
+                node: "n1".into(),
+                pod: c.object.clone(),
+                at: Instant::now(),
+            },
+        )]);
+        assert!(kept.catch_up(7, &now, &assumed));
+        assert_eq!(cpu_on(&kept, "n1"), 200);
+        let c_bound = pod("c", "n1", "Pending");
+        assert!(kept.catch_up(7, &[a.clone(), b.clone(), c_bound.clone()], &none));
+        assert_eq!(cpu_on(&kept, "n1"), 200);
+
+        // Gone, finished, bound elsewhere, or the nodes changed: rebuild.
+        let rebuilt = |pods: &[Cached<Pod>], version: u64| {
+            let mut copy =
+                Accounted::build(nodes(), 7, &[a.clone(), b.clone(), c_bound.clone()], &none);
+            !copy.catch_up(version, pods, &none)
+        };
+        assert!(rebuilt(&[a.clone(), c_bound.clone()], 7), "b deleted");
+        assert!(
+            rebuilt(
+                &[a.clone(), pod("b", "n2", "Succeeded"), c_bound.clone()],
+                7
+            ),
+            "b finished"
+        );
+        assert!(
+            rebuilt(&[a.clone(), b.clone(), pod("c", "n2", "Running")], 7),
+            "c elsewhere"
+        );
+        assert!(
+            rebuilt(&[a.clone(), b.clone(), c_bound.clone()], 8),
+            "nodes changed"
+        );
+        assert!(
+            !rebuilt(&[a.clone(), b.clone(), c_bound.clone()], 7),
+            "nothing changed"
+        );
+    }
 }
