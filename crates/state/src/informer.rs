@@ -5,7 +5,7 @@
 //! The cache relists when its watch is too old (compaction) or breaks, so it converges on the
 //! store's state whatever happens to the stream.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,9 +182,90 @@ struct KeyMeta {
     name: String,
 }
 
-/// The cache of an informer: `namespace/name` → object.
+/// What an object is grouped by in a grouped cache (e.g. the uid of its controller); `None`:
+/// in no group.
+pub type GroupKey<T> = fn(&T) -> Option<String>;
+
+/// The members of one group, and a version that changes whenever one of them does.
+#[derive(Default)]
+struct Group {
+    keys: HashSet<String>,
+    version: u64,
+}
+
+/// The groups of a grouped cache, kept up to date as objects change.
+struct Groups<T> {
+    key_of: GroupKey<T>,
+    by_key: HashMap<String, Group>,
+    /// The last version given to a group; versions are never reused.
+    clock: u64,
+}
+
+impl<T> Groups<T> {
+    fn touch(&mut self, group: &str) -> Option<&mut Group> {
+        self.clock += 1;
+        let clock = self.clock;
+        let group = self.by_key.get_mut(group)?;
+        group.version = clock;
+        Some(group)
+    }
+
+    fn join(&mut self, group: String, key: &str) {
+        self.clock += 1;
+        let entry = self.by_key.entry(group).or_default();
+        entry.version = self.clock;
+        entry.keys.insert(key.to_string());
+    }
+
+    fn leave(&mut self, group: &str, key: &str) {
+        if let Some(g) = self.touch(group) {
+            g.keys.remove(key);
+            if g.keys.is_empty() {
+                self.by_key.remove(group);
+            }
+        }
+    }
+
+    /// Records that the object at `key` changed from `old` to `new` (either may be absent).
+    fn moved(&mut self, key: &str, old: Option<&T>, new: Option<&T>) {
+        let old = old.and_then(|o| (self.key_of)(o));
+        let new = new.and_then(|n| (self.key_of)(n));
+        match (old, new) {
+            (Some(old), Some(new)) if old == new => {
+                self.touch(&old);
+            }
+            (old, new) => {
+                if let Some(old) = old {
+                    self.leave(&old, key);
+                }
+                if let Some(new) = new {
+                    self.join(new, key);
+                }
+            }
+        }
+    }
+
+    fn rebuild(&mut self, objects: &HashMap<String, Cached<T>>) {
+        self.by_key.clear();
+        for (key, cached) in objects {
+            if let Some(group) = (self.key_of)(&cached.object) {
+                self.join(group, key);
+            }
+        }
+    }
+}
+
+/// The objects of a cache and, in a grouped cache, their groups: under one lock, so a group is
+/// always read as it was with the objects.
+struct Objects<T> {
+    by_key: HashMap<String, Cached<T>>,
+    groups: Option<Groups<T>>,
+}
+
+/// The cache of an informer: `namespace/name` → object; optionally grouped (see
+/// [`spawn_grouped_informer`]).
 pub struct Cache<T> {
-    objects: RwLock<HashMap<String, Cached<T>>>,
+    objects: RwLock<Objects<T>>,
     /// Bumped on every change; consumers wait on it.
     changes: watch::Sender<u64>,
     /// Bumped whenever objects may have left the cache (a deletion or a relist).
@@ -197,9 +278,17 @@ pub fn cache_key(namespace: &str, name: &str) -> String {
 }
 
 impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
-    fn new() -> Arc<Self> {
+    fn new(key_of: Option<GroupKey<T>>) -> Arc<Self> {
+        let groups = key_of.map(|key_of| Groups {
+            key_of,
+            by_key: HashMap::new(),
+            clock: 0,
+        });
         Arc::new(Cache {
-            objects: RwLock::new(HashMap::new()),
+            objects: RwLock::new(Objects {
+                by_key: HashMap::new(),
+                groups,
+            }),
             changes: watch::channel(0).0,
             removals: AtomicU64::new(0),
             synced: watch::channel(false).0,
@@ -211,6 +300,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         self.objects
             .read()
             .expect("cache lock")
+            .by_key
             .values()
             .cloned()
             .collect()
@@ -220,16 +310,43 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         self.objects
             .read()
             .expect("cache lock")
+            .by_key
             .get(&cache_key(namespace, name))
             .cloned()
     }
 
     pub fn len(&self) -> usize {
-        self.objects.read().expect("cache lock").len()
+        self.objects.read().expect("cache lock").by_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The version of group `group` and its members (of a grouped cache). The version changes
+    /// whenever a member is added, changed or removed, so whoever saw the same version before
+    /// has seen the group as it is; an empty or unknown group is version 0.
+    pub fn group(&self, group: &str) -> (u64, Vec<Cached<T>>) {
+        let objects = self.objects.read().expect("cache lock");
+        let Some(g) = objects.groups.as_ref().and_then(|g| g.by_key.get(group)) else {
+            return (0, Vec::new());
+        };
+        let members = g
+            .keys
+            .iter()
+            .filter_map(|key| objects.by_key.get(key).cloned())
+            .collect();
+        (g.version, members)
+    }
+
+    /// The version of group `group` alone (see [`Cache::group`]).
+    pub fn group_version(&self, group: &str) -> u64 {
+        let objects = self.objects.read().expect("cache lock");
+        objects
+            .groups
+            .as_ref()
+            .and_then(|g| g.by_key.get(group))
+            .map_or(0, |g| g.version)
     }
 
     /// A count that grows whenever objects may have left the cache: whoever saw the same count
@@ -317,7 +434,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
     fn replace_all(&self, items: Vec<Value>) {
         let fresh: HashMap<String, Cached<T>> =
             items.into_iter().filter_map(Self::decode).collect();
-        *self.objects.write().expect("cache lock") = fresh;
+        let mut objects = self.objects.write().expect("cache lock");
+        if let Some(groups) = objects.groups.as_mut() {
+            groups.rebuild(&fresh);
+        }
+        objects.by_key = fresh;
+        drop(objects);
         self.removals.fetch_add(1, Ordering::SeqCst);
         self.bump();
         self.synced.send_replace(true);
@@ -332,15 +454,22 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
                     return;
                 };
                 let key = cache_key(&k.metadata.namespace, &k.metadata.name);
-                self.objects.write().expect("cache lock").remove(&key);
+                let mut objects = self.objects.write().expect("cache lock");
+                let old = objects.by_key.remove(&key);
+                if let Some(groups) = objects.groups.as_mut() {
+                    groups.moved(&key, old.as_ref().map(|o| &*o.object), None);
+                }
+                drop(objects);
                 self.removals.fetch_add(1, Ordering::SeqCst);
             }
             EventType::Added | EventType::Modified => {
                 if let Some((key, cached)) = Self::decode_text(&event.object, event.revision) {
-                    self.objects
-                        .write()
-                        .expect("cache lock")
-                        .insert(key, cached);
+                    let new = cached.object.clone();
+                    let mut objects = self.objects.write().expect("cache lock");
+                    let old = objects.by_key.insert(key.clone(), cached);
+                    if let Some(groups) = objects.groups.as_mut() {
+                        groups.moved(&key, old.as_ref().map(|o| &*o.object), Some(&*new));
+                    }
                 }
             }
         }
@@ -359,7 +488,34 @@ where
     T: DeserializeOwned + Send + Sync + 'static,
     S: ObjectSource + ?Sized,
 {
-    let cache = Cache::<T>::new();
+    spawn(source, query, stop, Cache::<T>::new(None))
+}
+
+/// [`spawn_informer`] whose cache also groups its objects by `key_of` (see [`Cache::group`]):
+/// a loop that works group by group reads one group without scanning every object.
+pub fn spawn_grouped_informer<T, S>(
+    source: Arc<S>,
+    query: Query,
+    stop: impl Future<Output = ()> + Send + 'static,
+    key_of: GroupKey<T>,
+) -> Arc<Cache<T>>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    S: ObjectSource + ?Sized,
+{
+    spawn(source, query, stop, Cache::<T>::new(Some(key_of)))
+}
+
+fn spawn<T, S>(
+    source: Arc<S>,
+    query: Query,
+    stop: impl Future<Output = ()> + Send + 'static,
+    cache: Arc<Cache<T>>,
+) -> Arc<Cache<T>>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    S: ObjectSource + ?Sized,
+{
     let weak = Arc::downgrade(&cache);
     tokio::spawn(async move {
         tokio::select! {
@@ -441,9 +597,80 @@ mod tests {
         }
     }
 
+    fn owned(name: &str, owner: &str, revision: i64) -> ObjectEvent {
+        ObjectEvent {
+            kind: EventType::Added,
+            object: json!({"metadata": {"namespace": "default", "name": name,
+                "resourceVersion": revision.to_string()}, "owner": owner})
+            .to_string()
+            .into_bytes(),
+            revision,
+        }
+    }
+
+    fn names(members: &[Cached<Value>]) -> Vec<String> {
+        let mut names: Vec<String> = members
+            .iter()
+            .map(|c| c.object["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn groups_follow_their_members_and_every_change_shows_in_the_version() {
+        let owner = |v: &Value| {
+            v["owner"]
+                .as_str()
+                .filter(|o| !o.is_empty())
+                .map(String::from)
+        };
+        let cache = Cache::<Value>::new(Some(owner));
+        cache.replace_all(vec![]);
+        let (version, members) = cache.group("x");
+        assert_eq!((version, members.len()), (0, 0));
+
+        cache.apply(owned("a", "x", 2));
+        cache.apply(owned("b", "x", 3));
+        cache.apply(owned("c", "y", 4));
+        let (v1, members) = cache.group("x");
+        assert_eq!(names(&members), ["a", "b"]);
+        let (y1, _) = cache.group("y");
+
+        // A member that changes bumps its group only.
+        let mut changed = owned("a", "x", 5);
+        changed.kind = EventType::Modified;
+        cache.apply(changed);
+        let (v2, members) = cache.group("x");
+        assert!(v2 > v1);
+        assert_eq!(members.iter().map(|c| c.revision).max(), Some(5));
+        assert_eq!(cache.group("y").0, y1, "another group is untouched");
+
+        // Moving to another group, or to none, leaves the first and joins the second.
+        cache.apply(owned("b", "y", 6));
+        let (v3, members) = cache.group("x");
+        assert!(v3 > v2);
+        assert_eq!(names(&members), ["a"]);
+        assert_eq!(names(&cache.group("y").1), ["b", "c"]);
+        cache.apply(owned("c", "", 7));
+        assert_eq!(names(&cache.group("y").1), ["b"]);
+
+        // Deletion, and a relist that rebuilds every group.
+        cache.apply(event(EventType::Deleted, "a", 8));
+        let (version, members) = cache.group("x");
+        assert_eq!((version, members.len()), (0, 0), "an emptied group is gone");
+        let (y2, _) = cache.group("y");
+        cache.replace_all(vec![
+            json!({"metadata": {"namespace": "default", "name": "b", "resourceVersion": "6"}, "owner": "y"}),
+        ]);
+        let (y3, members) = cache.group("y");
+        assert!(y3 > y2, "a relist gives every group a new version");
+        assert_eq!(names(&members), ["b"]);
+    }
+
     #[test]
     fn removals_count_deletions_and_relists_but_not_updates() {
-        let cache = Cache::<Value>::new();
+        let cache = Cache::<Value>::new(None);
         cache.replace_all(vec![]);
         let start = cache.removals();
         cache.apply(event(EventType::Added, "a", 2));

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_consensus::StoreNode;
-use flotilla_state::informer::{spawn_informer, Cache, Query};
+use flotilla_state::informer::{spawn_grouped_informer, spawn_informer, Cache, Query};
 use flotilla_state::objects::{Deployment, Node, Pod, ReplicaSet};
 use flotilla_state::registry::Registry;
 use flotilla_state::Kind;
@@ -85,6 +85,7 @@ pub struct TermContext {
     pub term: u64,
     /// Writes fenced to `term`.
     pub registry: LeaderRegistry,
+    /// Grouped by controller uid ([`Cache::group`]).
     pub pods: Arc<Cache<Pod>>,
     pub nodes: Arc<Cache<Node>>,
     pub replicasets: Arc<Cache<ReplicaSet>>,
@@ -208,6 +209,13 @@ impl Running {
     }
 }
 
+/// The group of a pod in the leader's pod cache: the uid of its controller (its ReplicaSet).
+fn pod_controller(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .controller_owner()
+        .map(|owner| owner.uid.clone())
+}
+
 fn start(
     registry: &ApiRegistry,
     term: u64,
@@ -226,7 +234,12 @@ fn start(
     let ctx = Arc::new(TermContext {
         term,
         registry: Registry::new(stamped, registry.kinds()).fenced(term),
-        pods: spawn_informer(source.clone(), Query::all(Kind::Pod), until_stopped()),
+        pods: spawn_grouped_informer(
+            source.clone(),
+            Query::all(Kind::Pod),
+            until_stopped(),
+            pod_controller,
+        ),
         nodes: spawn_informer(source.clone(), Query::all(Kind::Node), until_stopped()),
         replicasets: spawn_informer(
             source.clone(),

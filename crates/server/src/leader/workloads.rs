@@ -95,14 +95,41 @@ async fn wait(
     tokio::time::sleep(ROUND_GAP.max(computed)).await;
 }
 
+/// What a ReplicaSet was last reconciled at: while neither it nor its pods changed and its
+/// requeue is not due, reconciling it again would plan the same.
+struct Reconciled {
+    revision: i64,
+    /// The version of its group in the pod cache ([`flotilla_state::informer::Cache::group`]).
+    pods_version: u64,
+    due: Option<Instant>,
+}
+
+impl Reconciled {
+    fn still(&self, revision: i64, pods_version: u64, now: Instant) -> bool {
+        self.revision == revision
+            && self.pods_version == pods_version
+            && self.due.is_none_or(|due| due > now)
+    }
+}
+
 pub async fn run_replicasets(ctx: Arc<TermContext>) {
     ctx.replicasets.wait_synced().await;
     ctx.pods.wait_synced().await;
     let mut changes = vec![ctx.replicasets.subscribe(), ctx.pods.subscribe()];
     let mut pending: HashMap<String, Pending> = HashMap::new();
+    let mut reconciled: HashMap<String, Reconciled> = HashMap::new();
+    let mut last_full: Option<Instant> = None;
     loop {
         let mut computing = ComputeTime::start();
-        let requeue = match replicaset_round(&ctx, &mut pending, &mut computing).await {
+        // Every RESYNC, every ReplicaSet is reconciled whether or not it changed (expectations
+        // that timed out, anything a skipped round could miss); in between, only those whose
+        // object or pods changed, or whose requeue is due.
+        let full = last_full.is_none_or(|at| at.elapsed() >= RESYNC);
+        if full {
+            last_full = Some(Instant::now());
+        }
+        let round = replicaset_round(&ctx, &mut pending, &mut reconciled, full, &mut computing);
+        let requeue = match round.await {
             Ok(requeue) => requeue,
             Err(ApiError::Fenced(_)) => return,
             Err(e) => {
@@ -128,37 +155,64 @@ fn by_controller<'a, T>(
     by_owner
 }
 
-/// One round; `computing` stops counting at its writes.
+/// One round over the ReplicaSets that changed (all of them if `full`); returns when the next
+/// requeue is due. `computing` stops counting at its writes.
 async fn replicaset_round(
     ctx: &TermContext,
     pending: &mut HashMap<String, Pending>,
+    reconciled: &mut HashMap<String, Reconciled>,
+    full: bool,
     computing: &mut ComputeTime,
 ) -> Result<Option<Duration>, ApiError> {
     let now = now_ms();
-    let pods = ctx.pods.snapshot();
-    let by_owner = by_controller(pods.iter().map(|p| (&p.object.metadata, &*p.object)));
+    let started = Instant::now();
     let mut creates = Vec::new();
     let mut deletes = Vec::new();
     let mut statuses = Vec::new();
-    let mut requeue: Option<i64> = None;
     let mut issued: Vec<Issued> = Vec::new();
     // Generated names of this round: two equal ones in one batch would fail the whole batch.
     let mut round_names: HashSet<String> = HashSet::new();
-    let empty = Vec::new();
-    for cached in ctx.replicasets.snapshot() {
+    let replicasets = ctx.replicasets.snapshot();
+    if full {
+        let live: HashSet<&str> = replicasets
+            .iter()
+            .map(|rs| rs.object.metadata.uid.as_str())
+            .collect();
+        reconciled.retain(|uid, _| live.contains(uid.as_str()));
+    }
+    for cached in replicasets {
         let rs = &cached.object;
-        let owned = by_owner.get(rs.metadata.uid.as_str()).unwrap_or(&empty);
-        if let Some(p) = pending.get(&rs.metadata.uid) {
-            if !satisfied(p, owned) {
+        let uid = rs.metadata.uid.as_str();
+        if !full {
+            let version = ctx.pods.group_version(uid);
+            if reconciled
+                .get(uid)
+                .is_some_and(|r| r.still(cached.revision, version, started))
+            {
                 continue;
             }
-            pending.remove(&rs.metadata.uid);
         }
-        let plan: ReplicaSetPlan = reconcile_replicaset(rs, owned, now);
-        requeue = match (requeue, plan.requeue_after_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // The version and the pods read together: a change after this shows as a new version.
+        let (pods_version, members) = ctx.pods.group(uid);
+        let owned: Vec<&Pod> = members.iter().map(|c| &*c.object).collect();
+        if let Some(p) = pending.get(uid) {
+            if !satisfied(p, &owned) {
+                continue;
+            }
+            pending.remove(uid);
+        }
+        let plan: ReplicaSetPlan = reconcile_replicaset(rs, &owned, now);
+        let due = plan
+            .requeue_after_ms
+            .map(|ms| started + Duration::from_millis(ms.max(0) as u64));
+        reconciled.insert(
+            uid.to_string(),
+            Reconciled {
+                revision: cached.revision,
+                pods_version,
+                due,
+            },
+        );
         // Each name with its index in `creates`, to keep only those that land.
         let mut names = Vec::new();
         for pod in &plan.create {
@@ -224,7 +278,8 @@ async fn replicaset_round(
             Err(e) => return Err(e),
         }
     }
-    Ok(requeue.map(|ms| Duration::from_millis(ms.max(0) as u64)))
+    let next_due = reconciled.values().filter_map(|r| r.due).min();
+    Ok(next_due.map(|due| due.saturating_duration_since(Instant::now())))
 }
 
 pub async fn run_deployments(ctx: Arc<TermContext>) {
