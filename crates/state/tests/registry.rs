@@ -186,7 +186,48 @@ async fn create_get_update_with_optimistic_concurrency() {
         relabelled["metadata"]["generation"], 2,
         "metadata-only change keeps generation"
     );
+
+    // The same status again writes nothing; a status with an old resourceVersion is a conflict
+    // and changes nothing; a status without one lands on whatever is current.
+    let again = env
+        .registry
+        .update_status(deploy, relabelled.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        again["metadata"]["resourceVersion"], relabelled["metadata"]["resourceVersion"],
+        "an unchanged status is not written"
+    );
+    let mut old_version = status_written.clone();
+    old_version["status"] = json!({"readyReplicas": 1});
+    let refused = env.registry.update_status(deploy, old_version).await;
+    assert!(matches!(refused, Err(ApiError::Conflict(_))), "{refused:?}");
+    let mut unversioned = relabelled.clone();
+    object_remove_resource_version(&mut unversioned);
+    unversioned["status"] = json!({"readyReplicas": 4});
+    let landed = env
+        .registry
+        .update_status(deploy, unversioned)
+        .await
+        .unwrap();
+    let now = env
+        .registry
+        .get(deploy, "default", "web", false)
+        .await
+        .unwrap();
+    assert_eq!(now.object["status"], json!({"readyReplicas": 4}));
+    assert_eq!(now.object["metadata"]["labels"]["tier"], "front");
+    assert_eq!(
+        landed["metadata"]["resourceVersion"],
+        json!(now.revision.to_string())
+    );
     env.node.shutdown().await;
+}
+
+fn object_remove_resource_version(object: &mut Value) {
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,18 @@ fn merge_for_update(info: &KindInfo, current: &Value, new: &Value) -> Value {
     merged
 }
 
+/// `current` with the status of `obj` (none if `obj` has none).
+fn with_status_of(current: &Value, obj: &Value) -> Value {
+    let mut merged = current.clone();
+    if let Some(root) = merged.as_object_mut() {
+        match obj.get("status") {
+            Some(status) => root.insert("status".into(), status.clone()),
+            None => root.remove("status"),
+        };
+    }
+    merged
+}
+
 /// Whether two objects are the same apart from their resourceVersion.
 fn same(a: &Value, b: &Value) -> bool {
     let strip = |v: &Value| {
@@ -126,23 +138,38 @@ impl<S: Store + Clone> Registry<S> {
     }
 
     /// Replaces only the status of an existing object.
+    ///
+    /// Agents send one of these per pod change, so it first tries this peer's own copy, read
+    /// without a read barrier (on a follower, a barrier is a round trip to the leader): the
+    /// write is conditional on the revision it read, so it lands only if the object has not
+    /// changed since — exactly as if the read had been linearizable. A stale copy that makes
+    /// the write fail, look unnecessary or miss the caller's resourceVersion proves nothing, and
+    /// the update is done again after a linearizable read.
     pub async fn update_status(&self, info: &KindInfo, obj: Value) -> Result<Value, ApiError> {
         let (namespace, name) = (
             object::namespace(&obj).to_string(),
             object::name(&obj).to_string(),
         );
+        let key = keys::object_key(info, &namespace, &name);
+        if let Ok(local) = self.get(info, &namespace, &name, true).await {
+            if Self::expect_version(info, &obj, &local).is_ok() {
+                let merged = with_status_of(&local.object, &obj);
+                if !same(&merged, &local.object) {
+                    let landed = self
+                        .put_if_unchanged(key.clone(), local.revision, &merged)
+                        .await?;
+                    if let Some(revision) = landed {
+                        return Ok(object::with_resource_version(merged, revision));
+                    }
+                }
+            }
+        }
         let current = self.get(info, &namespace, &name, false).await?;
         Self::expect_version(info, &obj, &current)?;
-        let mut merged = current.object.clone();
-        let root = merged.as_object_mut().expect("object");
-        match obj.get("status") {
-            Some(status) => root.insert("status".into(), status.clone()),
-            None => root.remove("status"),
-        };
+        let merged = with_status_of(&current.object, &obj);
         if same(&merged, &current.object) {
             return Ok(current.object);
         }
-        let key = keys::object_key(info, &namespace, &name);
         match self
             .put_if_unchanged(key, current.revision, &merged)
             .await?
