@@ -5,7 +5,8 @@
 //! revision, the events of that revision with each key's previous record. A read at an older
 //! revision R starts from the latest records and undoes, key by key, the changes made after R.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use rocksdb::{Direction, IteratorMode, ReadOptions, SnapshotWithThreadMode, WriteBatch, DB};
@@ -72,6 +73,10 @@ fn bounded_opts(range: &KeyRange) -> ReadOptions {
 pub struct ApplyView<'a> {
     db: &'a DB,
     overlay: BTreeMap<Vec<u8>, Option<KvRecord>>,
+    /// Records read from RocksDB, which does not change while the view lives: a conditional put
+    /// reads its key twice (the compare, then the put), and each read was a lookup and a decode.
+    /// Holds at most the keys one entry touches.
+    read: RefCell<HashMap<Vec<u8>, Option<KvRecord>>>,
 }
 
 impl<'a> ApplyView<'a> {
@@ -79,6 +84,7 @@ impl<'a> ApplyView<'a> {
         ApplyView {
             db,
             overlay: BTreeMap::new(),
+            read: RefCell::new(HashMap::new()),
         }
     }
 
@@ -86,10 +92,15 @@ impl<'a> ApplyView<'a> {
         if let Some(pending) = self.overlay.get(key) {
             return Ok(pending.clone());
         }
-        match self.db.get_cf(cf(self.db, CF_KV), key)? {
-            Some(raw) => Ok(Some(decode(&raw)?)),
-            None => Ok(None),
+        if let Some(read) = self.read.borrow().get(key) {
+            return Ok(read.clone());
         }
+        let record = match self.db.get_cf(cf(self.db, CF_KV), key)? {
+            Some(raw) => Some(decode::<KvRecord>(&raw)?),
+            None => None,
+        };
+        self.read.borrow_mut().insert(key.to_vec(), record.clone());
+        Ok(record)
     }
 
     /// Live keys in `range`, in key order, at most `limit` (plus whether more exist).
