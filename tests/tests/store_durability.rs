@@ -120,6 +120,13 @@ async fn sigkill_of_a_lone_peer_loses_no_acknowledged_write() {
     wait_for_leader(&addr, Duration::from_secs(30)).await;
     let found = read_all(&addr, "w").await;
     assert_contains(&found, &acked, "the restarted peer");
+    // A server peer runs on mimalloc (the other modes keep the system allocator).
+    let log = std::fs::read_to_string(cluster.peer(1).data_dir.join("peer.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("starting a server peer") && l.contains("\"mimalloc\"")),
+        "the peer's log names its allocator: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

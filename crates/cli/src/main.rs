@@ -2,6 +2,7 @@
 //! `get`, `describe`, `delete`, `scale`, …). Argument handling and printing only; the work is in
 //! the library crates.
 
+mod allocator;
 mod client;
 mod cluster;
 mod describe;
@@ -21,13 +22,9 @@ use flotilla_state::objects::Kind;
 use crate::client::Client;
 use crate::printer::Format;
 
-/// mimalloc instead of glibc's malloc: under load the peers and the leader's loops allocate and
-/// free many short-lived buffers and objects from several threads, and glibc's arenas spent a
-/// quarter of all CPU in `bench-sched` (b) consolidating and unlinking free chunks. The helper
-/// processes that clone containers are single-threaded re-executions of this binary (the
-/// runtime's shims), so no allocator lock can be held across their `clone3`.
+/// mimalloc for `flotilla server`, glibc's malloc for the other modes (see [`allocator`]).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::ByMode = allocator::ByMode;
 
 #[derive(Parser)]
 #[command(
@@ -381,6 +378,7 @@ async fn shutdown_signal() {
 }
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    tracing::info!(allocator = allocator::name(), "starting a server peer");
     let initial_cluster = match &args.initial_cluster {
         Some(text) => parse_initial_cluster(text)?,
         None if args.join.is_none() => {
