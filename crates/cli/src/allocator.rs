@@ -94,6 +94,7 @@ fn runs_server<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> bool {
 }
 
 /// Called by glibc before `main`, with the program's arguments.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 extern "C" fn choose(argc: c_int, argv: *const *const c_char, _envp: *const *const c_char) {
     if argv.is_null() || argc < 1 {
         return;
@@ -105,6 +106,9 @@ extern "C" fn choose(argc: c_int, argv: *const *const c_char, _envp: *const *con
     SERVER.store(runs_server(args), Ordering::Relaxed);
 }
 
+/// Only glibc passes the arguments to `.init_array` functions (std relies on the same); on
+/// other targets nothing is registered and every mode keeps the system allocator.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[used]
 #[link_section = ".init_array"]
 static CHOOSE: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = choose;
