@@ -134,6 +134,9 @@ pub async fn run_replicasets(ctx: Arc<TermContext>) {
             Err(ApiError::Fenced(_)) => return,
             Err(e) => {
                 loop_error("replicaset", &e);
+                // The round recorded ReplicaSets as reconciled whose writes may not have landed:
+                // the next round looks at all of them again.
+                last_full = None;
                 Some(Duration::from_millis(500))
             }
         };
@@ -249,11 +252,17 @@ async fn replicaset_round(
         deleted,
     } in issued
     {
+        let issued_creates = names.len();
         let created: HashSet<String> = names
             .into_iter()
             .filter(|(i, _)| landed.get(*i).copied().unwrap_or(false))
             .map(|(_, name)| name)
             .collect();
+        if created.len() < issued_creates {
+            // A refused create changes none of its pods: without this the ReplicaSet would wait
+            // for the next full pass to try again.
+            reconciled.remove(&uid);
+        }
         let p = Pending {
             created,
             deleted,
