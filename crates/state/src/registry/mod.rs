@@ -255,47 +255,37 @@ fn stored_bytes(object: &Value) -> Vec<u8> {
 /// Serialises an object as it is, except for `metadata.resourceVersion`.
 struct WithoutResourceVersion<'a>(&'a Value);
 
-/// Serialises the members of a JSON object, except `skip`; `nested` decides how each value is
-/// written.
-fn serialize_members<S: serde::Serializer>(
-    map: &serde_json::Map<String, Value>,
-    skip: &str,
-    serializer: S,
-    nested: impl Fn(&str, &Value, &mut S::SerializeMap) -> Result<(), S::Error>,
-) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let kept = map.keys().filter(|k| k.as_str() != skip).count();
-    let mut out = serializer.serialize_map(Some(kept))?;
-    for (key, value) in map {
-        if key != skip {
-            nested(key, value, &mut out)?;
-        }
-    }
-    out.end()
-}
-
 impl serde::Serialize for WithoutResourceVersion<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let Value::Object(root) = self.0 else {
             return self.0.serialize(serializer);
         };
-        serialize_members(root, "", serializer, |key, value, out| match value {
-            Value::Object(meta) if key == "metadata" => out.serialize_entry(key, &Metadata(meta)),
-            other => out.serialize_entry(key, other),
-        })
+        let mut out = serializer.serialize_map(Some(root.len()))?;
+        for (key, value) in root {
+            match value {
+                Value::Object(meta) if key == "metadata" => {
+                    out.serialize_entry(key, &MetadataWithoutVersion(meta))?
+                }
+                other => out.serialize_entry(key, other)?,
+            }
+        }
+        out.end()
     }
 }
 
 /// Metadata without its resourceVersion.
-struct Metadata<'a>(&'a serde_json::Map<String, Value>);
+struct MetadataWithoutVersion<'a>(&'a serde_json::Map<String, Value>);
 
-impl serde::Serialize for Metadata<'_> {
+impl serde::Serialize for MetadataWithoutVersion<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        serialize_members(self.0, "resourceVersion", serializer, |key, value, out| {
-            out.serialize_entry(key, value)
-        })
+        let kept = self.0.iter().filter(|(k, _)| *k != "resourceVersion");
+        let mut out = serializer.serialize_map(Some(kept.clone().count()))?;
+        for (key, value) in kept {
+            out.serialize_entry(key, value)?;
+        }
+        out.end()
     }
 }
 

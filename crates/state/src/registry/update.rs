@@ -74,6 +74,16 @@ fn with_status_of(current: &Value, obj: &Value) -> Value {
     merged
 }
 
+/// What writing a status onto an object's current state did.
+enum StatusWrite {
+    /// Written: the object as stored, with its new resourceVersion.
+    Landed(Value),
+    /// The object already had that status; nothing was written.
+    Unchanged,
+    /// The object changed since it was read; nothing was written.
+    Lost,
+}
+
 /// Whether two objects are the same apart from their resourceVersion.
 fn same(a: &Value, b: &Value) -> bool {
     let strip = |v: &Value| {
@@ -151,32 +161,45 @@ impl<S: Store + Clone> Registry<S> {
             object::name(&obj).to_string(),
         );
         let key = keys::object_key(info, &namespace, &name);
+        // A failed local read proves nothing either: the linearizable read reports the error.
         if let Ok(local) = self.get(info, &namespace, &name, true).await {
             if Self::expect_version(info, &obj, &local).is_ok() {
-                let merged = with_status_of(&local.object, &obj);
-                if !same(&merged, &local.object) {
-                    let landed = self
-                        .put_if_unchanged(key.clone(), local.revision, &merged)
-                        .await?;
-                    if let Some(revision) = landed {
-                        return Ok(object::with_resource_version(merged, revision));
-                    }
+                if let StatusWrite::Landed(written) = self.put_status(&key, &obj, &local).await? {
+                    return Ok(written);
                 }
             }
         }
         let current = self.get(info, &namespace, &name, false).await?;
         Self::expect_version(info, &obj, &current)?;
-        let merged = with_status_of(&current.object, &obj);
+        match self.put_status(&key, &obj, &current).await? {
+            StatusWrite::Landed(written) => Ok(written),
+            StatusWrite::Unchanged => Ok(current.object),
+            StatusWrite::Lost => Err(conflict(info, &name)),
+        }
+    }
+
+    /// Writes the status of `obj` onto `current`, conditional on `current`'s revision.
+    async fn put_status(
+        &self,
+        key: &[u8],
+        obj: &Value,
+        current: &Stored,
+    ) -> Result<StatusWrite, ApiError> {
+        let merged = with_status_of(&current.object, obj);
         if same(&merged, &current.object) {
-            return Ok(current.object);
+            return Ok(StatusWrite::Unchanged);
         }
-        match self
-            .put_if_unchanged(key, current.revision, &merged)
-            .await?
-        {
-            Some(revision) => Ok(object::with_resource_version(merged, revision)),
-            None => Err(conflict(info, &name)),
-        }
+        Ok(
+            match self
+                .put_if_unchanged(key.to_vec(), current.revision, &merged)
+                .await?
+            {
+                Some(revision) => {
+                    StatusWrite::Landed(object::with_resource_version(merged, revision))
+                }
+                None => StatusWrite::Lost,
+            },
+        )
     }
 
     /// Applies a JSON merge patch to spec and metadata; `check` validates and defaults the

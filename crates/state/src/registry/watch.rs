@@ -234,15 +234,13 @@ impl ObjectWatch {
                     None => false,
                     Some(prev) => self.filter.matches(&decode(&prev.value)?),
                 };
-                let new = decode(&event.kv.value)?;
-                let kind = match (self.filter.matches(&new), was_visible) {
+                let kind = match (self.filter.matches(&decode(&event.kv.value)?), was_visible) {
                     (true, true) => EventType::Modified,
                     (true, false) => EventType::Added,
                     (false, true) => EventType::Deleted,
                     (false, false) => return Ok(None),
                 };
-                let new = object::with_resource_version(new, revision);
-                (kind, serde_json::to_vec(&new)?)
+                (kind, event_object(&event.kv.value, revision)?)
             }
         };
         Ok(Some(ObjectEvent {
