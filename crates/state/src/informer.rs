@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::registry::object::MetaText;
 use crate::registry::{
     object, raw, ApiError, EventType, ListOptions, ObjectEvent, Registry, Scope, Store, WatchFilter,
 };
@@ -166,20 +167,6 @@ impl<T> Clone for Cached<T> {
             revision: self.revision,
         }
     }
-}
-
-/// Only an object's name and namespace, read without building the rest.
-#[derive(serde::Deserialize)]
-struct KeyOnly {
-    metadata: KeyMeta,
-}
-
-#[derive(serde::Deserialize)]
-struct KeyMeta {
-    #[serde(default)]
-    namespace: String,
-    #[serde(default)]
-    name: String,
 }
 
 /// What an object is grouped by in a grouped cache (e.g. the uid of its controller); `None`:
@@ -376,23 +363,27 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    fn decode(mut body: Value) -> Option<(String, Cached<T>)> {
+    fn decode(body: Value) -> Option<(String, Cached<T>)> {
         let key = cache_key(object::namespace(&body), object::name(&body));
         let revision = object::meta_str(&body, "resourceVersion")
             .parse()
             .unwrap_or(0);
-        // Typed kinds carry apiVersion and kind in their type, not as fields.
+        Self::cached(key, Self::typed(body), revision)
+    }
+
+    /// `body` as a `T`: typed kinds carry apiVersion and kind in their type, not as fields.
+    fn typed(mut body: Value) -> Result<T, serde_json::Error> {
         if let Some(map) = body.as_object_mut() {
             map.remove("apiVersion");
             map.remove("kind");
         }
-        Self::cached(key, serde_json::from_value::<T>(body), revision)
+        serde_json::from_value::<T>(body)
     }
 
     /// A watched object, decoded from its text straight into `T` (no `Value` in between).
     fn decode_text(text: &[u8], revision: i64) -> Option<(String, Cached<T>)> {
-        let key = match serde_json::from_slice::<KeyOnly>(text) {
-            Ok(k) => cache_key(&k.metadata.namespace, &k.metadata.name),
+        let key = match MetaText::read(text) {
+            Ok(meta) => cache_key(&meta.namespace, &meta.name),
             Err(e) => {
                 tracing::warn!(error = %e, "watched object has no readable name; skipped");
                 return None;
@@ -400,13 +391,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         };
         let decoded = match raw::without_type_fields(text) {
             Some(typed) => serde_json::from_slice::<T>(&typed),
-            None => serde_json::from_slice::<Value>(text).and_then(|mut body| {
-                if let Some(map) = body.as_object_mut() {
-                    map.remove("apiVersion");
-                    map.remove("kind");
-                }
-                serde_json::from_value::<T>(body)
-            }),
+            None => serde_json::from_slice::<Value>(text).and_then(Self::typed),
         };
         Self::cached(key, decoded, revision)
     }
@@ -449,11 +434,11 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         match event.kind {
             EventType::Bookmark => return,
             EventType::Deleted => {
-                let Ok(k) = serde_json::from_slice::<KeyOnly>(&event.object) else {
+                let Ok(meta) = MetaText::read(&event.object) else {
                     tracing::warn!("deleted object has no readable name; relist to drop it");
                     return;
                 };
-                let key = cache_key(&k.metadata.namespace, &k.metadata.name);
+                let key = cache_key(&meta.namespace, &meta.name);
                 let mut objects = self.objects.write().expect("cache lock");
                 let old = objects.by_key.remove(&key);
                 if let Some(groups) = objects.groups.as_mut() {

@@ -3,6 +3,7 @@
 
 use flotilla_api::cluster::{ListRequest, WatchRequest};
 use flotilla_state::informer::{BoxFuture, EventStream, ObjectSource, Page, Query};
+use flotilla_state::registry::object::MetaText;
 use flotilla_state::registry::{ApiError, EventType, ObjectEvent};
 use serde_json::Value;
 use tonic::Streaming;
@@ -28,18 +29,6 @@ fn api_error(status: tonic::Status) -> ApiError {
     }
 }
 
-/// Only an object's resourceVersion, read without building the rest.
-#[derive(serde::Deserialize)]
-struct VersionOnly {
-    metadata: VersionMeta,
-}
-
-#[derive(serde::Deserialize)]
-struct VersionMeta {
-    #[serde(default, rename = "resourceVersion")]
-    resource_version: String,
-}
-
 struct ApiWatch {
     stream: Streaming<flotilla_api::cluster::WatchEvent>,
 }
@@ -61,9 +50,8 @@ impl EventStream for ApiWatch {
                 _ => return Err(ApiError::Expired(event.error)),
             };
             // Only the resourceVersion is read here; the informer decodes the object itself.
-            let revision = serde_json::from_slice::<VersionOnly>(&event.object)
+            let revision = MetaText::read(&event.object)
                 .map_err(|e| ApiError::Internal(e.to_string()))?
-                .metadata
                 .resource_version
                 .parse()
                 .unwrap_or(0);

@@ -5,6 +5,29 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+/// An object's identity and version, read from its JSON text without building the rest (the
+/// other fields are skipped, not parsed into values).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct MetaText {
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, rename = "resourceVersion")]
+    pub resource_version: String,
+}
+
+impl MetaText {
+    /// The `metadata` of the object `text`.
+    pub fn read(text: &[u8]) -> Result<MetaText, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Outer {
+            metadata: MetaText,
+        }
+        Ok(serde_json::from_slice::<Outer>(text)?.metadata)
+    }
+}
+
 pub fn meta(obj: &Value) -> Option<&Map<String, Value>> {
     obj.get("metadata")?.as_object()
 }
@@ -171,6 +194,26 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_text_reads_identity_and_version_and_defaults_what_is_missing() {
+        let text = br#"{"kind":"Pod","metadata":{"name":"a","namespace":"ns","resourceVersion":"7","labels":{"x":"y"}},"spec":{"n":[1,2]}}"#;
+        let meta = MetaText::read(text).unwrap();
+        assert_eq!(
+            (
+                meta.namespace.as_str(),
+                meta.name.as_str(),
+                meta.resource_version.as_str()
+            ),
+            ("ns", "a", "7")
+        );
+        let bare = MetaText::read(br#"{"metadata":{"name":"node-1"}}"#).unwrap();
+        assert_eq!(
+            (bare.namespace.as_str(), bare.resource_version.as_str()),
+            ("", "")
+        );
+        assert!(MetaText::read(br#"{"spec":{}}"#).is_err(), "no metadata");
+    }
     use serde_json::json;
 
     #[test]
