@@ -1,11 +1,11 @@
 //! The Raft log on RocksDB: entries, vote, committed and purged log ids.
 //!
-//! Durability: `append` writes the entries to RocksDB (readable at once) and queues them for a
-//! dedicated flusher thread, which fsyncs the write-ahead log once for every group of queued
-//! appends and then records them on disk ([`Durability`]). A follower's append is reported to
-//! openraft only after that fsync. The leader's own appends are reported at once and fsynced
-//! while they are replicated; [`Durability`] explains why that loses nothing. The vote,
-//! truncation and purge are written with `sync = true` before they return.
+//! Durability: a follower's `append` writes the entries with `sync = true` and reports them to
+//! openraft after that fsync. The leader's own appends are written to RocksDB (readable at once),
+//! reported at once and queued for a dedicated flusher thread, which fsyncs the write-ahead log
+//! once for every group of queued appends while they are replicated; [`Durability`] records what
+//! is on disk and explains why reporting early loses nothing. The vote, truncation and purge are
+//! written with `sync = true` before they return.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -24,9 +24,9 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
 
-/// Most append callbacks waiting for the flusher; `append` waits when the queue is full.
+/// Most leader appends waiting for the flusher; `append` waits when the queue is full.
 pub const FLUSH_QUEUE_CAPACITY: usize = 4096;
-/// Most callbacks completed by one WAL fsync.
+/// Most appends recorded on disk by one WAL fsync.
 pub const FLUSH_GROUP_MAX: usize = 1024;
 
 fn write_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -81,12 +81,11 @@ fn read_entries(db: &DB, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, Sto
     Ok(entries)
 }
 
-/// An append waiting for the flusher: the generation it was written in, its last entry, and
-/// openraft's callback when it has not been answered yet.
+/// A leader's append waiting for the flusher: the generation it was written in and its last
+/// entry.
 struct Unflushed {
     generation: u64,
     last: LogId,
-    callback: Option<LogFlushed<TypeConfig>>,
 }
 
 /// The log half of the store.
@@ -172,7 +171,7 @@ fn flusher(db: Weak<DB>, queue: Receiver<Unflushed>, durability: Arc<Durability>
         let mut group = vec![first];
         while group.len() < FLUSH_GROUP_MAX {
             match queue.try_recv() {
-                Ok(cb) => group.push(cb),
+                Ok(next) => group.push(next),
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
             }
         }
@@ -190,9 +189,6 @@ fn flusher(db: Weak<DB>, queue: Receiver<Unflushed>, durability: Arc<Durability>
                 tracing::error!(error = %e, "fsync of the Raft log failed; the peer stops");
                 durability.failed(format!("fsync of the Raft log failed: {e}"));
             }
-        }
-        for callback in group.into_iter().filter_map(|u| u.callback) {
-            callback.log_io_completed(result.clone().map_err(std::io::Error::other));
         }
     }
     // The log store is gone: an apply still waiting would wait forever.
@@ -267,19 +263,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
-        // Written to the WAL and memtable now (readable), fsynced by the flusher.
-        self.db.write(batch).map_err(write_err)?;
-        let callback = if self.leads(&last) {
+        let generation = self.durability.generation();
+        if !self.leads(&last) {
+            // A follower answers its leader only once the entries are on disk, and its leader
+            // sends the next entries only after that answer: nothing would join a group, so the
+            // entries are fsynced here rather than handed to the flusher and back.
+            if let Err(e) = self.db.write_opt(batch, &synced()) {
+                let reason = format!("fsync of the Raft log failed: {e}");
+                tracing::error!(error = %e, "fsync of the Raft log failed; the peer stops");
+                self.durability.failed(reason);
+                return Err(write_err(e));
+            }
+            self.durability.flushed(generation, last);
             callback.log_io_completed(Ok(()));
-            None
-        } else {
-            Some(callback)
-        };
-        let unflushed = Unflushed {
-            generation: self.durability.generation(),
-            last,
-            callback,
-        };
+            return Ok(());
+        }
+        // The leader's own entries: written to the WAL and memtable now (readable), reported at
+        // once, fsynced by the flusher while they are replicated.
+        self.db.write(batch).map_err(write_err)?;
+        callback.log_io_completed(Ok(()));
+        let unflushed = Unflushed { generation, last };
         self.flush_queue
             .send(unflushed)
             .map_err(|_| write_err(std::io::Error::other("the log flusher thread has stopped")))
