@@ -499,14 +499,13 @@ impl StoreNode {
 
     /// Resolves when Raft has stopped on a fatal error (a storage failure), with its reason.
     pub async fn fatal(&self) -> String {
-        let mut metrics = self.raft.metrics();
-        loop {
-            if let Err(fatal) = &metrics.borrow().running_state {
-                return fatal.to_string();
-            }
-            if metrics.changed().await.is_err() {
-                return "raft stopped".into();
-            }
+        // The server metrics change only with the role, and end when Raft's core does; the
+        // full metrics change with every commit and would wake this waiter each time.
+        let mut roles = self.raft.server_metrics();
+        while roles.changed().await.is_ok() {}
+        match &self.raft.metrics().borrow().running_state {
+            Err(fatal) => fatal.to_string(),
+            Ok(()) => "raft stopped".into(),
         }
     }
 

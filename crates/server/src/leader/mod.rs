@@ -67,8 +67,12 @@ impl ComputeTime {
     }
 }
 
-/// How often leadership is re-checked even when Raft reports nothing new.
+/// How often leadership is re-checked even when Raft reports no change of role: the quorum's
+/// acknowledgements that start and stop the loops are not announced.
 const LEADERSHIP_POLL: Duration = Duration::from_millis(100);
+/// The re-check while this peer is leader and its loops wait for a quorum's first
+/// acknowledgement, which follows the election within a heartbeat.
+const NEW_LEADER_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone, Default)]
 pub struct LeaderConfig {
@@ -169,7 +173,9 @@ pub async fn supervise(
     heartbeats: Arc<Heartbeats>,
     config: LeaderConfig,
 ) {
-    let mut metrics = node.raft().metrics();
+    // Changes of role only: the full metrics change with every commit, and waking on each
+    // would put this thread in the path of every write.
+    let mut roles = node.raft().server_metrics();
     let mut running: Option<(u64, Running)> = None;
     loop {
         let term = leading_term(&node, running.is_some());
@@ -185,9 +191,15 @@ pub async fn supervise(
                 running = Some((term, start(&registry, term, &heartbeats, &config)));
             }
         }
+        let awaiting_quorum = running.is_none() && roles.borrow().state == ServerState::Leader;
+        let poll = if awaiting_quorum {
+            NEW_LEADER_POLL
+        } else {
+            LEADERSHIP_POLL
+        };
         tokio::select! {
-            changed = metrics.changed() => if changed.is_err() { break },
-            _ = tokio::time::sleep(LEADERSHIP_POLL) => {}
+            changed = roles.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep(poll) => {}
         }
     }
     if let Some((_, loops)) = running {
