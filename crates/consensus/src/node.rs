@@ -29,7 +29,7 @@ use crate::watch::{WatchError, WatchHub, Watcher};
 
 /// Most attempts of one client request across leader changes, within its deadline.
 pub const REQUEST_ATTEMPTS_MAX: u32 = 10;
-/// Pause between attempts, multiplied by the attempt number.
+/// Pause between attempts, multiplied by the attempt number; a newly known leader ends it.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 /// A learner is promoted only when it is at most this many entries behind the leader.
 pub const PROMOTE_MAX_LAG_ENTRIES: u64 = 1_000;
@@ -223,9 +223,11 @@ impl StoreNode {
     /// deadline or [`REQUEST_ATTEMPTS_MAX`].
     async fn on_leader(&self, request: ForwardRequest) -> Result<ForwardOk, StoreError> {
         let deadline = Instant::now() + self.config.request_timeout;
+        let mut roles = self.raft.server_metrics();
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let tried = roles.borrow_and_update().current_leader;
             let result = self.on_leader_once(&request, deadline).await;
             match result {
                 Err(e)
@@ -234,11 +236,13 @@ impl StoreNode {
                         && Instant::now() < deadline =>
                 {
                     tracing::debug!(error = %e, attempt, "retrying request on the leader");
-                    let pause = RETRY_BACKOFF * attempt;
-                    tokio::time::sleep(
-                        pause.min(deadline.saturating_duration_since(Instant::now())),
-                    )
-                    .await;
+                    let pause = (RETRY_BACKOFF * attempt)
+                        .min(deadline.saturating_duration_since(Instant::now()));
+                    // After a failover the request goes to the new leader as soon as this peer
+                    // knows it, not when the pause would have ended.
+                    let new_leader =
+                        roles.wait_for(|m| m.current_leader.is_some() && m.current_leader != tried);
+                    let _ = tokio::time::timeout(pause, new_leader).await;
                 }
                 other => return other,
             }
