@@ -110,6 +110,20 @@ impl ServerProcess {
         self.child.is_some()
     }
 
+    /// How the process ended, if it was started and has ended on its own (not killed here).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The last `lines` lines of the peer's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.data_dir.join("peer.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }

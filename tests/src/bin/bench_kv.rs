@@ -448,6 +448,19 @@ async fn main() {
     let mut failovers = Vec::new();
     for round in 0..args.failovers {
         eprintln!("failover {}/{} …", round + 1, args.failovers);
+        if let Some(dead) = flotilla.peers.iter_mut().find_map(|p| {
+            let status = p.exited()?;
+            Some(format!(
+                "peer {} exited on its own ({status}); its log ends:\n{}",
+                p.id,
+                p.log_tail(20)
+            ))
+        }) {
+            // Every later kill would leave no quorum: measuring on would only time out.
+            eprintln!("{dead}");
+            println!("\nLeader failover: stopped before kill {}, a peer had exited on its own (see stderr)", round + 1);
+            break;
+        }
         failovers.push(one_failover(&mut flotilla, round).await);
     }
     drop(flotilla);
@@ -560,9 +573,10 @@ fn print_failovers(failovers: &[Option<Duration>]) {
         if failed > 0 { format!(", {failed} did not recover within {FAILOVER_MAX:?}") } else { String::new() }
     );
     println!(
-        "  each: {}",
-        ms.iter()
-            .map(|m| format!("{m:.0}"))
+        "  each, in kill order: {}",
+        failovers
+            .iter()
+            .map(|f| f.map_or("-".to_string(), |d| format!("{}", d.as_millis())))
             .collect::<Vec<_>>()
             .join(" ")
     );
