@@ -164,14 +164,22 @@ impl LogStore {
     }
 }
 
+/// Records a failed fsync of the log: applies stop and the peer stops.
+fn fsync_failed(durability: &Durability, error: &dyn std::fmt::Display) {
+    tracing::error!(error = %error, "fsync of the Raft log failed; the peer stops");
+    durability.failed(format!("fsync of the Raft log failed: {error}"));
+}
+
 /// Fsyncs the WAL for groups of appends. Holds only a weak reference so that closing the store
 /// is not delayed by this thread.
 fn flusher(db: Weak<DB>, queue: Receiver<Unflushed>, durability: Arc<Durability>) {
     while let Ok(first) = queue.recv() {
-        let mut group = vec![first];
-        while group.len() < FLUSH_GROUP_MAX {
+        // One fsync covers every append queued so far; the newest says how far (an older one
+        // of an earlier generation says nothing more, see `Durability::flushed`).
+        let mut newest = first;
+        for _ in 1..FLUSH_GROUP_MAX {
             match queue.try_recv() {
-                Ok(next) => group.push(next),
+                Ok(next) => newest = next,
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
             }
         }
@@ -179,16 +187,9 @@ fn flusher(db: Weak<DB>, queue: Receiver<Unflushed>, durability: Arc<Durability>
             Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
             None => Err("the store was closed before the log was flushed".to_string()),
         };
-        match &result {
-            Ok(()) => {
-                for unflushed in &group {
-                    durability.flushed(unflushed.generation, unflushed.last);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "fsync of the Raft log failed; the peer stops");
-                durability.failed(format!("fsync of the Raft log failed: {e}"));
-            }
+        match result {
+            Ok(()) => durability.flushed(newest.generation, newest.last),
+            Err(e) => fsync_failed(&durability, &e),
         }
     }
     // The log store is gone: an apply still waiting would wait forever.
@@ -269,9 +270,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // sends the next entries only after that answer: nothing would join a group, so the
             // entries are fsynced here rather than handed to the flusher and back.
             if let Err(e) = self.db.write_opt(batch, &synced()) {
-                let reason = format!("fsync of the Raft log failed: {e}");
-                tracing::error!(error = %e, "fsync of the Raft log failed; the peer stops");
-                self.durability.failed(reason);
+                fsync_failed(&self.durability, &e);
                 return Err(write_err(e));
             }
             self.durability.flushed(generation, last);
