@@ -236,8 +236,13 @@ impl StoreNode {
                         && Instant::now() < deadline =>
                 {
                     tracing::debug!(error = %e, attempt, "retrying request on the leader");
-                    let pause = (RETRY_BACKOFF * attempt)
-                        .min(deadline.saturating_duration_since(Instant::now()));
+                    // With no leader known, an election is under way: give it up to one election
+                    // timeout.
+                    let pause = match tried {
+                        None => Duration::from_millis(self.config.election_timeout_max_ms),
+                        Some(_) => RETRY_BACKOFF * attempt,
+                    };
+                    let pause = pause.min(deadline.saturating_duration_since(Instant::now()));
                     // After a failover the request goes to the new leader as soon as this peer
                     // knows it, not when the pause would have ended.
                     let new_leader =
@@ -255,6 +260,7 @@ impl StoreNode {
         deadline: Instant,
     ) -> Result<ForwardOk, StoreError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
+        // `on_leader` waits out an election between attempts.
         match self.leader() {
             Some((leader, _)) if leader == self.id => {
                 self.execute_as_leader(request.clone(), deadline).await
@@ -271,16 +277,7 @@ impl StoreNode {
                     .await
                     .map_err(StoreError::Unavailable)?,
             },
-            None => {
-                let wait =
-                    remaining.min(Duration::from_millis(self.config.election_timeout_max_ms));
-                let _ = self
-                    .raft
-                    .wait(Some(wait))
-                    .metrics(|m| m.current_leader.is_some(), "a leader")
-                    .await;
-                Err(StoreError::Unavailable("no leader elected yet".into()))
-            }
+            None => Err(StoreError::Unavailable("no leader elected yet".into())),
         }
     }
 
