@@ -8,8 +8,8 @@ use std::time::Duration;
 use flotilla_consensus::node::wait_closed;
 use flotilla_consensus::{StoreConfig, StoreNode, WriteOp, WriteRequest};
 use flotilla_state::registry::{
-    ApiError, ApplyAction, DeleteOptions, EventType, ListOptions, Propagation, Registry, Scope,
-    WatchFilter,
+    ApiError, ApplyAction, DeleteOptions, EventType, KindInfo, ListOptions, Propagation, Registry,
+    Scope, Stored, WatchFilter,
 };
 use flotilla_state::service::{admit, kind_info, KINDS};
 use flotilla_state::{parse_manifests, Kind};
@@ -89,6 +89,14 @@ async fn env_with(configure: impl FnOnce(&mut StoreConfig)) -> Env {
 }
 
 impl Env {
+    /// Reads object `name` of namespace `default` (linearizable); it must exist.
+    async fn get(&self, info: &KindInfo, name: &str) -> Stored {
+        self.registry
+            .get(info, "default", name, false)
+            .await
+            .unwrap_or_else(|e| panic!("get {name}: {e}"))
+    }
+
     /// Parses, admits and creates one object from YAML.
     async fn create_yaml(&self, yaml: &str) -> Value {
         let (info, obj) = admitted(yaml);
@@ -96,7 +104,7 @@ impl Env {
     }
 }
 
-fn admitted(yaml: &str) -> (flotilla_state::registry::KindInfo, Value) {
+fn admitted(yaml: &str) -> (KindInfo, Value) {
     let obj = parse_manifests(yaml).expect("parse").remove(0);
     admit(obj, "default").expect("admit")
 }
@@ -151,11 +159,7 @@ async fn create_get_update_with_optimistic_concurrency() {
     changed["spec"]["replicas"] = json!(7);
     let stale = env.registry.update(deploy, changed).await;
     assert!(matches!(stale, Err(ApiError::Conflict(_))), "{stale:?}");
-    let now = env
-        .registry
-        .get(deploy, "default", "web", false)
-        .await
-        .unwrap();
+    let now = env.get(deploy, "web").await;
     assert_eq!(now.object["spec"]["replicas"], 5);
 
     // Status is a separate sub-resource: a spec update cannot set it, a status update cannot
@@ -210,11 +214,7 @@ async fn create_get_update_with_optimistic_concurrency() {
         .update_status(deploy, unversioned)
         .await
         .unwrap();
-    let now = env
-        .registry
-        .get(deploy, "default", "web", false)
-        .await
-        .unwrap();
+    let now = env.get(deploy, "web").await;
     assert_eq!(now.object["status"], json!({"readyReplicas": 4}));
     assert_eq!(now.object["metadata"]["labels"]["tier"], "front");
     assert_eq!(
@@ -306,12 +306,7 @@ async fn deletes_cascade_orphan_and_wait_for_agents_and_finalizers() {
             .is_none(),
         "unbound dependent is gone"
     );
-    let bound = env
-        .registry
-        .get(pods, "default", "bound", false)
-        .await
-        .unwrap()
-        .object;
+    let bound = env.get(pods, "bound").await.object;
     assert!(
         bound["metadata"]["deletionTimestamp"].is_string(),
         "a pod on a node waits for its agent"
@@ -353,12 +348,7 @@ async fn deletes_cascade_orphan_and_wait_for_agents_and_finalizers() {
         .delete(deploy, "default", "keep", &orphan)
         .await
         .unwrap();
-    let kept = env
-        .registry
-        .get(pods, "default", "kept", false)
-        .await
-        .unwrap()
-        .object;
+    let kept = env.get(pods, "kept").await.object;
     assert!(kept["metadata"].get("ownerReferences").is_none(), "{kept}");
 
     // Finalizers hold an object until the last one is removed.
