@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::field_selector::{Field, FieldSelector};
 use crate::objects::{Kind, Object};
+use crate::registry::sparse::Paths;
 use crate::registry::{
     object, ApiError, DeleteOptions, KindInfo, ListOptions, Propagation, Registry, Scope, Store,
     WatchFilter,
@@ -140,6 +141,9 @@ fn json_path(field: Field) -> &'static str {
     }
 }
 
+/// Where label selectors read an object's labels.
+const LABELS_PATH: &str = "metadata.labels";
+
 /// A filter over stored objects from the label and field selectors of a request.
 pub fn object_filter(kind: Kind, labels: &str, fields: &str) -> Result<WatchFilter, Status> {
     let labels = Selector::parse(labels).map_err(invalid)?;
@@ -149,16 +153,23 @@ pub fn object_filter(kind: Kind, labels: &str, fields: &str) -> Result<WatchFilt
     if labels.is_empty() && requirements.is_empty() {
         return Ok(WatchFilter::everything());
     }
-    Ok(WatchFilter::new(move |obj: &Value| {
-        let fields_ok = requirements.iter().all(|r| {
-            let mut value = object::path_str(obj, json_path(r.field));
-            if r.field == Field::SpecUnschedulable && value.is_empty() {
-                value = "false".into();
-            }
-            (value == r.value) != r.negated
-        });
-        fields_ok && (labels.is_empty() || labels.matches(&object::labels(obj)))
-    }))
+    let mut reads: Vec<&str> = requirements.iter().map(|r| json_path(r.field)).collect();
+    if !labels.is_empty() {
+        reads.push(LABELS_PATH);
+    }
+    Ok(WatchFilter::reading(
+        Paths::new(reads),
+        move |obj: &Value| {
+            let fields_ok = requirements.iter().all(|r| {
+                let mut value = object::path_str(obj, json_path(r.field));
+                if r.field == Field::SpecUnschedulable && value.is_empty() {
+                    value = "false".into();
+                }
+                (value == r.value) != r.negated
+            });
+            fields_ok && (labels.is_empty() || labels.matches(&object::labels(obj)))
+        },
+    ))
 }
 
 fn object_bytes(obj: &Value) -> Vec<u8> {

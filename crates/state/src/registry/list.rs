@@ -100,8 +100,8 @@ impl<S: Store + Clone> Registry<S> {
                 }
                 scanned += 1;
                 next_key = keys::after(&kv.key);
-                let obj: Value = serde_json::from_slice(&kv.value)?;
-                if filter.matches(&obj) {
+                if filter.matches_json(&kv.value)? {
+                    let obj: Value = serde_json::from_slice(&kv.value)?;
                     items.push(object::with_resource_version(obj, kv.mod_revision));
                 }
             }

@@ -16,6 +16,7 @@ pub mod keys;
 mod list;
 pub mod object;
 pub(crate) mod raw;
+pub mod sparse;
 mod store;
 mod update;
 mod watch;

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::keys::{self, KindInfo, Scope};
 use super::object;
+use super::sparse::Paths;
 use super::{ApiError, Registry, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,23 +72,53 @@ type ObjectTest = Box<dyn Fn(&Value) -> bool + Send + Sync>;
 pub struct WatchFilter {
     /// `None`: every object (no selector), known without looking at the object.
     test: Option<ObjectTest>,
+    /// The only paths `test` reads, when known: objects are then decoded sparsely.
+    reads: Option<Paths>,
 }
 
 impl WatchFilter {
     /// Shows every object.
     pub fn everything() -> WatchFilter {
-        WatchFilter { test: None }
+        WatchFilter {
+            test: None,
+            reads: None,
+        }
     }
 
     /// Shows the objects `test` accepts.
     pub fn new(test: impl Fn(&Value) -> bool + Send + Sync + 'static) -> WatchFilter {
         WatchFilter {
             test: Some(Box::new(test)),
+            reads: None,
+        }
+    }
+
+    /// Shows the objects `test` accepts, where `test` reads nothing but `reads`: it is given
+    /// the object with only those paths.
+    pub fn reading(
+        reads: Paths,
+        test: impl Fn(&Value) -> bool + Send + Sync + 'static,
+    ) -> WatchFilter {
+        WatchFilter {
+            test: Some(Box::new(test)),
+            reads: Some(reads),
         }
     }
 
     pub fn matches(&self, object: &Value) -> bool {
         self.test.as_ref().is_none_or(|test| test(object))
+    }
+
+    /// Whether the object stored as `json` is shown.
+    pub fn matches_json(&self, json: &[u8]) -> Result<bool, ApiError> {
+        let Some(test) = &self.test else {
+            return Ok(true);
+        };
+        let object = match &self.reads {
+            Some(reads) => reads.decode(json)?,
+            None => serde_json::from_slice(json)?,
+        };
+        Ok(test(&object))
     }
 
     pub fn is_everything(&self) -> bool {
@@ -208,14 +239,12 @@ impl ObjectWatch {
 
     fn translate(&self, event: flotilla_consensus::Event) -> Result<Option<ObjectEvent>, ApiError> {
         let revision = event.kv.mod_revision;
-        let decode =
-            |bytes: &[u8]| -> Result<Value, ApiError> { Ok(serde_json::from_slice(bytes)?) };
         let (kind, object) = match event.kind {
             EventKind::Delete => {
                 let Some(prev) = &event.prev_kv else {
                     return Ok(None);
                 };
-                if !self.filter.is_everything() && !self.filter.matches(&decode(&prev.value)?) {
+                if !self.filter.matches_json(&prev.value)? {
                     return Ok(None);
                 }
                 (EventType::Deleted, event_object(&prev.value, revision)?)
@@ -232,9 +261,9 @@ impl ObjectWatch {
             EventKind::Put => {
                 let was_visible = match &event.prev_kv {
                     None => false,
-                    Some(prev) => self.filter.matches(&decode(&prev.value)?),
+                    Some(prev) => self.filter.matches_json(&prev.value)?,
                 };
-                let kind = match (self.filter.matches(&decode(&event.kv.value)?), was_visible) {
+                let kind = match (self.filter.matches_json(&event.kv.value)?, was_visible) {
                     (true, true) => EventType::Modified,
                     (true, false) => EventType::Added,
                     (false, true) => EventType::Deleted,
