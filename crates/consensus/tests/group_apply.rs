@@ -1,5 +1,6 @@
-//! Applying a group entry (the proposer's `WriteOp::Group`) straight through the state machine:
-//! each member is applied as if it had an entry of its own, and the group lands atomically.
+//! Applying entries straight through the state machine: a group entry (the proposer's
+//! `WriteOp::Group`) applies each member as if it had an entry of its own and lands atomically;
+//! a snapshot installed over recently written keys replaces what the state machine knew of them.
 
 use std::sync::Arc;
 
@@ -14,8 +15,9 @@ use flotilla_consensus::types::{
 };
 use flotilla_consensus::watch::{WatchConfig, WatchHub};
 use flotilla_consensus::RangeQuery;
-use openraft::storage::RaftStateMachine;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload};
+use tokio::io::AsyncWriteExt;
 
 fn entry(term: u64, index: u64, request: WriteRequest) -> Entry {
     Entry {
@@ -30,6 +32,21 @@ fn open(dir: &std::path::Path) -> (Arc<rocksdb::DB>, StateMachine) {
     let snapshots = SnapshotStore::open(dir.join("snapshots"), db.clone()).unwrap();
     let sm = StateMachine::open(db.clone(), hub, snapshots, Durability::ungated()).unwrap();
     (db, sm)
+}
+
+/// The key's current (value, version, create_revision).
+fn record(db: &rocksdb::DB, key: &str) -> Option<(String, i64, i64)> {
+    let result = ReadView::new(db)
+        .unwrap()
+        .range(&RangeQuery::new(KeyRange::key(key)))
+        .unwrap();
+    result.kvs.first().map(|kv| {
+        (
+            String::from_utf8(kv.value.clone()).unwrap(),
+            kv.version,
+            kv.create_revision,
+        )
+    })
 }
 
 fn value_at(db: &rocksdb::DB, key: &str, revision: i64) -> Option<(String, i64)> {
@@ -138,4 +155,59 @@ async fn group_members_apply_one_by_one_and_the_group_lands_whole() {
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied.map(|l| l.index), Some(2));
     assert_eq!(value_at(&db, "a", 0), Some(("2".into(), 2)));
+}
+
+#[tokio::test]
+async fn writes_after_a_snapshot_install_continue_from_the_snapshot() {
+    // The leader's state: "k" written five times, "theirs" once.
+    let source_dir = tempfile::tempdir().unwrap();
+    let (_source_db, mut source) = open(source_dir.path());
+    let mut writes: Vec<Entry> = (1..=5)
+        .map(|i| entry(1, i, WriteRequest::put("k", format!("s{i}"))))
+        .collect();
+    writes.push(entry(1, 6, WriteRequest::put("theirs", "x")));
+    source.apply(writes).await.unwrap();
+    let snapshot = source
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+
+    // A follower that applied other writes to the same keys just before.
+    let dir = tempfile::tempdir().unwrap();
+    let (db, mut sm) = open(dir.path());
+    sm.apply(vec![
+        entry(1, 1, WriteRequest::put("k", "mine")),
+        entry(1, 2, WriteRequest::put("mine", "x")),
+        entry(1, 3, WriteRequest::delete(KeyRange::key("theirs"))),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(record(&db, "k"), Some(("mine".into(), 1, 1)));
+
+    let mut received = sm.begin_receiving_snapshot().await.unwrap();
+    let mut data = snapshot.snapshot;
+    tokio::io::copy(&mut *data, &mut *received).await.unwrap();
+    received.flush().await.unwrap();
+    sm.install_snapshot(&snapshot.meta, received).await.unwrap();
+
+    sm.apply(vec![
+        entry(1, 7, WriteRequest::put("k", "after")),
+        entry(1, 8, WriteRequest::put("mine", "again")),
+        entry(1, 9, WriteRequest::put("theirs", "y")),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        record(&db, "k"),
+        Some(("after".into(), 6, 1)),
+        "the sixth version of the snapshot's key"
+    );
+    assert_eq!(
+        record(&db, "mine"),
+        Some(("again".into(), 1, 8)),
+        "a key the snapshot does not hold is created anew"
+    );
+    assert_eq!(record(&db, "theirs"), Some(("y".into(), 2, 6)));
 }
