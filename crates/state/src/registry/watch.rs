@@ -105,10 +105,6 @@ impl WatchFilter {
         }
     }
 
-    pub fn matches(&self, object: &Value) -> bool {
-        self.test.as_ref().is_none_or(|test| test(object))
-    }
-
     /// Whether the object stored as `json` is shown.
     pub fn matches_json(&self, json: &[u8]) -> Result<bool, ApiError> {
         let Some(test) = &self.test else {
