@@ -153,26 +153,20 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
 mod tests {
     use super::*;
 
-    fn sst_bytes(dir: &Path) -> u64 {
+    /// The files in `dir` whose name ends in `.{extension}`.
+    fn files_ending(dir: &Path, extension: &str) -> Vec<std::path::PathBuf> {
         std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "sst"))
-            .map(|p| std::fs::metadata(p).unwrap().len())
-            .sum()
+            .filter(|p| p.extension().is_some_and(|x| x == extension))
+            .collect()
     }
 
-    fn wal_files(dir: &Path) -> usize {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "log")
-            })
-            .count()
+    fn sst_bytes(dir: &Path) -> u64 {
+        files_ending(dir, "sst")
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum()
     }
 
     #[test]
@@ -188,7 +182,10 @@ mod tests {
             }
             db.flush_cf(cf(&db, CF_KV)).unwrap();
         }
-        assert!(wal_files(&path) > 1, "flushed WAL files are kept for reuse");
+        assert!(
+            files_ending(&path, "log").len() > 1,
+            "flushed WAL files are kept for reuse"
+        );
         let mut sync = rocksdb::WriteOptions::default();
         sync.set_sync(true);
         for index in 1..=50u64 {

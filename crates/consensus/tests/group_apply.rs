@@ -10,8 +10,8 @@ use flotilla_consensus::mvcc::ReadView;
 use flotilla_consensus::snapshot::SnapshotStore;
 use flotilla_consensus::state_machine::StateMachine;
 use flotilla_consensus::types::{
-    Compare, CompareOp, CompareTarget, Entry, KeyRange, LogId, PutOp, Rejection, Txn, TxnOp,
-    WriteOp, WriteOutcome, WriteRequest,
+    Compare, CompareOp, CompareTarget, Entry, KeyRange, KeyValue, LogId, PutOp, Rejection, Txn,
+    TxnOp, WriteOp, WriteOutcome, WriteRequest,
 };
 use flotilla_consensus::watch::{WatchConfig, WatchHub};
 use flotilla_consensus::RangeQuery;
@@ -34,31 +34,25 @@ fn open(dir: &std::path::Path) -> (Arc<rocksdb::DB>, StateMachine) {
     (db, sm)
 }
 
-/// The key's current (value, version, create_revision).
-fn record(db: &rocksdb::DB, key: &str) -> Option<(String, i64, i64)> {
-    let result = ReadView::new(db)
-        .unwrap()
-        .range(&RangeQuery::new(KeyRange::key(key)))
-        .unwrap();
-    result.kvs.first().map(|kv| {
-        (
-            String::from_utf8(kv.value.clone()).unwrap(),
-            kv.version,
-            kv.create_revision,
-        )
-    })
-}
-
-fn value_at(db: &rocksdb::DB, key: &str, revision: i64) -> Option<(String, i64)> {
+/// The key's record at `revision` (0: the current one).
+fn read(db: &rocksdb::DB, key: &str, revision: i64) -> Option<KeyValue> {
     let mut query = RangeQuery::new(KeyRange::key(key));
     query.revision = revision;
     let result = ReadView::new(db).unwrap().range(&query).unwrap();
-    result.kvs.first().map(|kv| {
-        (
-            String::from_utf8(kv.value.clone()).unwrap(),
-            kv.mod_revision,
-        )
-    })
+    result.kvs.into_iter().next()
+}
+
+fn text(kv: &KeyValue) -> String {
+    String::from_utf8(kv.value.clone()).unwrap()
+}
+
+/// The key's current (value, version, create_revision).
+fn record(db: &rocksdb::DB, key: &str) -> Option<(String, i64, i64)> {
+    read(db, key, 0).map(|kv| (text(&kv), kv.version, kv.create_revision))
+}
+
+fn value_at(db: &rocksdb::DB, key: &str, revision: i64) -> Option<(String, i64)> {
+    read(db, key, revision).map(|kv| (text(&kv), kv.mod_revision))
 }
 
 #[tokio::test]
