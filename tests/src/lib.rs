@@ -86,7 +86,7 @@ impl ServerProcess {
 
     fn spawn(&mut self) {
         std::fs::create_dir_all(&self.data_dir).unwrap();
-        self.child = Some(spawn_logged(&self.args, &self.data_dir.join("peer.log")));
+        self.child = Some(spawn_logged(&self.args, &self.log_path()));
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -117,9 +117,14 @@ impl ServerProcess {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Where the peer's stdout and stderr go.
+    fn log_path(&self) -> PathBuf {
+        self.data_dir.join("peer.log")
+    }
+
     /// The last `lines` lines of the peer's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = std::fs::read_to_string(self.data_dir.join("peer.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }

@@ -27,6 +27,8 @@ const KEYS_PER_CLIENT: usize = 1_000;
 const VALUE_BYTES: usize = 256;
 /// Deadline of one write while measuring failover.
 const FAILOVER_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Lines of a peer's log shown when it exited on its own during the failover rounds.
+const DEAD_PEER_LOG_LINES: usize = 20;
 /// Give up on one failover measurement after this long.
 const FAILOVER_MAX: Duration = Duration::from_secs(20);
 
@@ -453,7 +455,7 @@ async fn main() {
             Some(format!(
                 "peer {} exited on its own ({status}); its log ends:\n{}",
                 p.id,
-                p.log_tail(20)
+                p.log_tail(DEAD_PEER_LOG_LINES)
             ))
         }) {
             // Every later kill would leave no quorum: measuring on would only time out.
