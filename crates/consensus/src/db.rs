@@ -169,6 +169,26 @@ mod tests {
             .sum()
     }
 
+    /// RocksDB's build script compiles its CRC32C with the CPU's instruction only when the
+    /// target features `.cargo/config.toml` sets are on; otherwise every WAL record and SST
+    /// block is checksummed by a table-driven loop. RocksDB says which one it has in its LOG.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn rocksdb_checksums_with_the_crc32c_instruction() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir.path().join("db")).unwrap();
+        drop(db);
+        let log = std::fs::read_to_string(dir.path().join("db/LOG")).unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains("Fast CRC32 supported"))
+            .expect("RocksDB logs its CRC32C support at open");
+        assert!(
+            line.ends_with("Fast CRC32 supported: Supported on x86"),
+            "{line} (built without .cargo/config.toml's target features? RUSTFLAGS overrides them)"
+        );
+    }
+
     #[test]
     fn synced_writes_into_a_recycled_wal_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
