@@ -2,7 +2,7 @@
 //! merge-patch, server-side apply (create or update) and scale. Each write compares the revision
 //! it read; read-modify-write operations retry on conflict up to [`RMW_ATTEMPTS_MAX`].
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::keys::{self, KindInfo};
 use super::object::{self, merge_patch, parse_resource_version, set_meta};
@@ -62,16 +62,21 @@ fn merge_for_update(info: &KindInfo, current: &Value, new: &Value) -> Value {
     merged
 }
 
-/// `current` with the status of `obj` (none if `obj` has none).
-fn with_status_of(current: &Value, obj: &Value) -> Value {
+/// `current` with the status of `obj` (none if `obj` has none), or `None` if that is the status
+/// `current` already has.
+fn with_status_of(current: &Value, obj: &Value) -> Option<Value> {
+    let status = obj.get("status");
+    if current.get("status") == status {
+        return None;
+    }
     let mut merged = current.clone();
     if let Some(root) = merged.as_object_mut() {
-        match obj.get("status") {
+        match status {
             Some(status) => root.insert("status".into(), status.clone()),
             None => root.remove("status"),
         };
     }
-    merged
+    Some(merged)
 }
 
 /// What writing a status onto an object's current state did.
@@ -84,14 +89,33 @@ enum StatusWrite {
     Lost,
 }
 
-/// Whether two objects are the same apart from their resourceVersion.
+/// Whether two objects are the same apart from their resourceVersion. Compared in place, without
+/// copies: it runs on every write of a whole pod or node.
 fn same(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        object::remove_meta(&mut v, "resourceVersion");
-        v
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
     };
-    strip(a) == strip(b)
+    let empty = Map::new();
+    fields_equal(a, b, "metadata")
+        && match (a.get("metadata"), b.get("metadata")) {
+            (None, None) => true,
+            (Some(Value::Object(x)), None) | (None, Some(Value::Object(x))) => {
+                fields_equal(x, &empty, "resourceVersion")
+            }
+            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                fields_equal(x, y, "resourceVersion")
+            }
+            (x, y) => x == y,
+        }
+}
+
+/// Whether two JSON objects have the same fields with equal values, leaving `skip` out.
+fn fields_equal(a: &Map<String, Value>, b: &Map<String, Value>, skip: &str) -> bool {
+    let others = |m: &Map<String, Value>| m.len() - usize::from(m.contains_key(skip));
+    others(a) == others(b)
+        && a.iter()
+            .filter(|(k, _)| k.as_str() != skip)
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
 impl<S: Store + Clone> Registry<S> {
@@ -185,10 +209,9 @@ impl<S: Store + Clone> Registry<S> {
         obj: &Value,
         current: &Stored,
     ) -> Result<StatusWrite, ApiError> {
-        let merged = with_status_of(&current.object, obj);
-        if same(&merged, &current.object) {
+        let Some(merged) = with_status_of(&current.object, obj) else {
             return Ok(StatusWrite::Unchanged);
-        }
+        };
         Ok(
             match self
                 .put_if_unchanged(key.to_vec(), current.revision, &merged)
@@ -462,4 +485,79 @@ fn applied_onto(current: &Value, manifest: &Value) -> Value {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{same, with_status_of};
+
+    #[test]
+    fn objects_are_the_same_when_only_their_resource_version_differs() {
+        let pod = json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "7",
+            "labels": {"app": "x"}}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let mut later = pod.clone();
+        later["metadata"]["resourceVersion"] = json!("9");
+        assert!(same(&pod, &later));
+        let mut unversioned = pod.clone();
+        unversioned["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        assert!(same(&pod, &unversioned), "a missing resourceVersion");
+        assert!(same(
+            &json!({"kind": "Pod"}),
+            &json!({"kind": "Pod", "metadata": {}})
+        ));
+
+        let changes = [
+            ("/metadata/labels/app", json!("y")),
+            ("/metadata/uid", json!("u")),
+            ("/spec/nodeName", json!("n2")),
+            ("/status/phase", json!("Failed")),
+        ];
+        for (path, value) in changes {
+            let mut changed = pod.clone();
+            match changed.pointer_mut(path) {
+                Some(slot) => *slot = value,
+                None => {
+                    changed["metadata"]["uid"] = value;
+                }
+            }
+            assert!(!same(&pod, &changed), "{path} changed");
+            assert!(
+                !same(&changed, &pod),
+                "{path} changed, compared the other way"
+            );
+        }
+        let mut extra = pod.clone();
+        extra["data"] = json!({});
+        assert!(!same(&pod, &extra) && !same(&extra, &pod), "an added field");
+        let mut no_status = pod.clone();
+        no_status.as_object_mut().unwrap().remove("status");
+        assert!(!same(&pod, &no_status), "a removed status");
+    }
+
+    #[test]
+    fn a_status_write_changes_only_the_status_and_only_when_it_differs() {
+        let pod = json!({"metadata": {"name": "a"}, "spec": {"nodeName": "n1"},
+            "status": {"phase": "Pending"}});
+        let sent = json!({"metadata": {"name": "a"}, "spec": {"nodeName": "other"},
+            "status": {"phase": "Running"}});
+        let merged = with_status_of(&pod, &sent).expect("a new status");
+        assert_eq!(merged["status"], json!({"phase": "Running"}));
+        assert_eq!(
+            merged["spec"], pod["spec"],
+            "the spec is not the caller's to change"
+        );
+        assert_eq!(with_status_of(&pod, &pod), None, "the same status");
+        let cleared = with_status_of(&pod, &json!({"metadata": {"name": "a"}})).unwrap();
+        assert_eq!(cleared.get("status"), None);
+        assert_eq!(
+            with_status_of(&cleared, &json!({})),
+            None,
+            "no status on either"
+        );
+    }
 }
