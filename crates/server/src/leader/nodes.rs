@@ -116,7 +116,7 @@ async fn lifecycle_round(
                 set_ready(&mut updated, ready);
                 updated.spec.taints = taints;
                 tracing::info!(node, ready = becomes_ready, "node readiness changed");
-                writes.push(write(Kind::Node, &updated, cached.revision)?);
+                writes.push(write(updated, cached.revision)?);
             }
             NodeAction::Evict { node, pods } => {
                 tracing::warn!(

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use flotilla_scheduler::{schedule_batch, ClusterSnapshot, Decision, SchedulerConfig};
 use flotilla_state::informer::Cached;
-use flotilla_state::objects::{ConditionStatus, Pod, PodCondition, PodPhase, Time};
-use flotilla_state::registry::{new_uid, now, ApiError, Stored};
+use flotilla_state::objects::{ConditionStatus, Pod, PodCondition, PodPhase};
+use flotilla_state::registry::{new_uid, now, now_time, ApiError, PreparedWrite};
 use flotilla_state::service::kind_info;
 use flotilla_state::Kind;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::convert::{node_info, pod_info};
-use super::writes::commit_batched;
+use super::writes::{commit_batched, write};
 use super::{ComputeTime, TermContext};
 
 #[derive(Debug, Clone)]
@@ -302,31 +302,7 @@ fn set_condition(pod: &mut Pod, condition: PodCondition) -> bool {
     }
 }
 
-fn now_time() -> Option<Time> {
-    now().as_str().and_then(|t| Time::parse(t).ok())
-}
-
-fn pod_write(
-    pod: &Pod,
-    revision: i64,
-) -> Result<(flotilla_state::registry::KindInfo, Stored), ApiError> {
-    let object = serde_json::to_value(pod).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let object = with_kind(object, "v1", "Pod");
-    Ok((*kind_info(Kind::Pod), Stored { object, revision }))
-}
-
-fn with_kind(mut object: Value, api_version: &str, kind: &str) -> Value {
-    if let Some(map) = object.as_object_mut() {
-        map.insert("apiVersion".into(), json!(api_version));
-        map.insert("kind".into(), json!(kind));
-    }
-    object
-}
-
-fn binding(
-    cached: &Cached<Pod>,
-    node: &str,
-) -> Result<(flotilla_state::registry::KindInfo, Stored), ApiError> {
+fn binding(cached: &Cached<Pod>, node: &str) -> Result<PreparedWrite, ApiError> {
     let mut pod = (*cached.object).clone();
     pod.spec.node_name = node.to_string();
     set_condition(
@@ -337,16 +313,13 @@ fn binding(
             reason: String::new(),
             message: String::new(),
             last_probe_time: None,
-            last_transition_time: now_time(),
+            last_transition_time: Some(now_time()),
         },
     );
-    pod_write(&pod, cached.revision)
+    write(pod, cached.revision)
 }
 
-fn unschedulable(
-    cached: &Cached<Pod>,
-    message: &str,
-) -> Result<Option<(flotilla_state::registry::KindInfo, Stored)>, ApiError> {
+fn unschedulable(cached: &Cached<Pod>, message: &str) -> Result<Option<PreparedWrite>, ApiError> {
     let mut pod = (*cached.object).clone();
     let changed = set_condition(
         &mut pod,
@@ -356,17 +329,17 @@ fn unschedulable(
             reason: "Unschedulable".into(),
             message: message.to_string(),
             last_probe_time: None,
-            last_transition_time: now_time(),
+            last_transition_time: Some(now_time()),
         },
     );
     if !changed {
         return Ok(None);
     }
-    pod_write(&pod, cached.revision).map(Some)
+    write(pod, cached.revision).map(Some)
 }
 
 /// A `Scheduled` event for a binding (created only if absent: revision 0).
-fn scheduled_event(pod: &Pod, node: &str) -> (flotilla_state::registry::KindInfo, Stored) {
+fn scheduled_event(pod: &Pod, node: &str) -> PreparedWrite {
     let (ns, name) = (&pod.metadata.namespace, &pod.metadata.name);
     let stamp = now();
     let object = json!({
@@ -387,13 +360,7 @@ fn scheduled_event(pod: &Pod, node: &str) -> (flotilla_state::registry::KindInfo
         "lastTimestamp": stamp,
         "count": 1,
     });
-    (
-        *kind_info(Kind::Event),
-        Stored {
-            object,
-            revision: 0,
-        },
-    )
+    PreparedWrite::of_value(kind_info(Kind::Event), &object, 0)
 }
 
 #[cfg(test)]

@@ -12,11 +12,11 @@ use flotilla_controllers::pods::controller_uid;
 use flotilla_controllers::replicaset::{reconcile_replicaset, ReplicaSetPlan};
 use flotilla_state::informer::Cached;
 use flotilla_state::objects::{Deployment, ObjectMeta, Pod, ReplicaSet};
-use flotilla_state::registry::{ApiError, DeleteOptions, KindInfo, Stored, GENERATE_NAME_ATTEMPTS};
+use flotilla_state::registry::{ApiError, DeleteOptions, PreparedWrite, GENERATE_NAME_ATTEMPTS};
 use flotilla_state::service::kind_info;
 use flotilla_state::Kind;
 
-use super::writes::{commit, new_object, now_ms, record_events, write};
+use super::writes::{commit, name_for_new, new_object, new_pod, now_ms, record_events, write};
 use super::{ComputeTime, TermContext};
 
 /// Expectations older than this are dropped (a write that never showed up).
@@ -35,7 +35,7 @@ struct Pending {
 }
 
 /// One object write of a round.
-type ObjectWrite = (KindInfo, Stored);
+type ObjectWrite = PreparedWrite;
 
 /// A new pod from `pod` whose generated name is not yet in `taken` (it is added), trying
 /// [`GENERATE_NAME_ATTEMPTS`] names; `None` if all were taken (the next round tries again). A name
@@ -45,13 +45,11 @@ fn new_pod_named_apart(
     taken: &mut HashSet<String>,
 ) -> Result<Option<(ObjectWrite, String)>, ApiError> {
     for _ in 0..GENERATE_NAME_ATTEMPTS {
-        let created = new_object(Kind::Pod, pod)?;
-        let name = created.1.object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let name = name_for_new(&pod.metadata);
         if taken.insert(name.clone()) {
-            return Ok(Some((created, name)));
+            let mut pod = pod.clone();
+            pod.metadata.name = name.clone();
+            return Ok(Some((new_pod(pod)?, name)));
         }
     }
     Ok(None)
@@ -228,7 +226,7 @@ async fn replicaset_round(
         if rs.status.as_ref() != Some(&plan.status) {
             let mut updated: ReplicaSet = (**rs).clone();
             updated.status = Some(plan.status.clone());
-            statuses.push(write(Kind::ReplicaSet, &updated, cached.revision)?);
+            statuses.push(write(updated, cached.revision)?);
         }
         if !names.is_empty() || !plan.delete.is_empty() {
             let deleted = plan.delete.iter().map(|p| p.uid.clone()).collect();
@@ -375,14 +373,14 @@ async fn execute_deployment_plan(
 ) -> Result<(), ApiError> {
     let mut writes = Vec::new();
     if let Some(rs) = &plan.create_rs {
-        writes.push(new_object(Kind::ReplicaSet, rs)?);
+        writes.push(new_object(rs.clone())?);
     }
     for update in &plan.scale {
         if let Some(current) = rss.iter().find(|rs| rs.object.metadata.name == update.name) {
             let mut rs = (*current.object).clone();
             rs.spec.replicas = Some(update.replicas);
             rs.metadata.annotations = update.annotations.clone();
-            writes.push(write(Kind::ReplicaSet, &rs, current.revision)?);
+            writes.push(write(rs, current.revision)?);
         }
     }
     let d = &cached.object;
@@ -395,7 +393,7 @@ async fn execute_deployment_plan(
     }
     updated.status = Some(plan.status.clone());
     if updated != **d {
-        writes.push(write(Kind::Deployment, &updated, cached.revision)?);
+        writes.push(write(updated, cached.revision)?);
     }
     commit(ctx, &writes).await?;
     let rs_info = kind_info(Kind::ReplicaSet);

@@ -4,14 +4,14 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flotilla_state::objects::Event;
-use flotilla_state::registry::{new_uid, now, random_suffix, ApiError, KindInfo, Stored};
+use flotilla_state::objects::{Event, ObjectMeta, Pod, PodPhase, PodStatus, Resource};
+use flotilla_state::registry::{new_uid, now, now_time, random_suffix, ApiError, PreparedWrite};
 use flotilla_state::service::kind_info;
 use flotilla_state::Kind;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::TermContext;
 
@@ -28,65 +28,40 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A typed object as the JSON the registry stores (apiVersion and kind included).
-pub fn to_json<T: Serialize>(kind: Kind, object: &T) -> Result<Value, ApiError> {
-    let mut value = serde_json::to_value(object).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Some(map) = value.as_object_mut() {
-        map.insert("apiVersion".into(), json!(kind.api_version()));
-        map.insert("kind".into(), json!(kind.name()));
-    }
-    Ok(value)
-}
-
 /// A write of `object` conditional on it still being at `revision` (0: it must not exist).
-pub fn write<T: Serialize>(
-    kind: Kind,
-    object: &T,
-    revision: i64,
-) -> Result<(KindInfo, Stored), ApiError> {
-    Ok((
-        *kind_info(kind),
-        Stored {
-            object: to_json(kind, object)?,
-            revision,
-        },
-    ))
+pub fn write<R: Resource + Serialize>(object: R, revision: i64) -> Result<PreparedWrite, ApiError> {
+    PreparedWrite::of_typed(kind_info(R::KIND), object, revision)
 }
 
-/// A new object: a name from `generateName` when it has none, a uid and a creation time.
-pub fn new_object<T: Serialize>(kind: Kind, object: &T) -> Result<(KindInfo, Stored), ApiError> {
-    let mut value = to_json(kind, object)?;
-    let meta = value["metadata"]
-        .as_object_mut()
-        .ok_or_else(|| ApiError::Internal("no metadata".into()))?;
-    let name_missing = meta
-        .get("name")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty);
-    if name_missing {
-        let base = meta
-            .get("generateName")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        meta.insert("name".into(), json!(format!("{base}{}", random_suffix())));
+/// A new object: a name from `generateName` when it has none, a uid, a creation time and, but
+/// for events and config maps, generation 1.
+pub fn new_object<R: Resource + Serialize>(mut object: R) -> Result<PreparedWrite, ApiError> {
+    let meta = object.metadata_mut();
+    meta.name = name_for_new(meta);
+    meta.uid = new_uid();
+    meta.creation_timestamp = Some(now_time());
+    if R::KIND != Kind::Event && R::KIND != Kind::ConfigMap {
+        meta.generation = 1;
     }
-    meta.insert("uid".into(), json!(new_uid()));
-    meta.insert("creationTimestamp".into(), now());
-    meta.remove("resourceVersion");
-    if kind != Kind::Event && kind != Kind::ConfigMap {
-        meta.insert("generation".into(), json!(1));
+    write(object, 0)
+}
+
+/// The name a new object gets: its own, or one generated from its `generateName`.
+pub fn name_for_new(meta: &ObjectMeta) -> String {
+    if meta.name.is_empty() {
+        format!("{}{}", meta.generate_name, random_suffix())
+    } else {
+        meta.name.clone()
     }
-    if kind == Kind::Pod {
-        value["status"] = json!({"phase": "Pending"});
-    }
-    Ok((
-        *kind_info(kind),
-        Stored {
-            object: value,
-            revision: 0,
-        },
-    ))
+}
+
+/// A new pod (see [`new_object`]), Pending whatever status it was given.
+pub fn new_pod(mut pod: Pod) -> Result<PreparedWrite, ApiError> {
+    pod.status = Some(PodStatus {
+        phase: Some(PodPhase::Pending),
+        ..PodStatus::default()
+    });
+    new_object(pod)
 }
 
 /// Commits writes in batches of at most `batch_max`, [`COMMIT_BATCHES_IN_FLIGHT`] at a time;
@@ -94,7 +69,7 @@ pub fn new_object<T: Serialize>(kind: Kind, object: &T) -> Result<(KindInfo, Sto
 /// conditional on its own revision, so their order of landing does not matter.
 pub async fn commit_batched(
     ctx: &TermContext,
-    writes: &[(KindInfo, Stored)],
+    writes: &[PreparedWrite],
     batch_max: usize,
 ) -> Result<Vec<bool>, ApiError> {
     let mut landed = Vec::with_capacity(writes.len());
@@ -113,10 +88,7 @@ pub async fn commit_batched(
 }
 
 /// [`commit_batched`] with [`WRITE_BATCH_MAX`] writes per batch.
-pub async fn commit(
-    ctx: &TermContext,
-    writes: &[(KindInfo, Stored)],
-) -> Result<Vec<bool>, ApiError> {
+pub async fn commit(ctx: &TermContext, writes: &[PreparedWrite]) -> Result<Vec<bool>, ApiError> {
     commit_batched(ctx, writes, WRITE_BATCH_MAX).await
 }
 
@@ -130,7 +102,7 @@ pub async fn record_events(ctx: &TermContext, events: Vec<Event>) -> Result<(), 
             event.metadata.name.clone(),
         );
         match ctx.registry.get_opt(info, &ns, &name, true).await? {
-            None => fresh.push(new_object(Kind::Event, &event)?),
+            None => fresh.push(new_object(event)?),
             Some(stored) => {
                 let mut body = stored.object.clone();
                 if let Some(map) = body.as_object_mut() {
@@ -140,7 +112,7 @@ pub async fn record_events(ctx: &TermContext, events: Vec<Event>) -> Result<(), 
                 let existing: Event =
                     serde_json::from_value(body).map_err(|e| ApiError::Internal(e.to_string()))?;
                 let merged = flotilla_controllers::events::merge_event(&existing, &event);
-                fresh.push(write(Kind::Event, &merged, stored.revision)?);
+                fresh.push(write(merged, stored.revision)?);
             }
         }
     }
@@ -162,7 +134,7 @@ pub async fn announce_leadership(ctx: std::sync::Arc<TermContext>) {
     }
 }
 
-fn leader_event(peer: u64, term: u64) -> (KindInfo, Stored) {
+fn leader_event(peer: u64, term: u64) -> PreparedWrite {
     let stamp = now();
     let object = json!({
         "apiVersion": "v1",
@@ -181,11 +153,5 @@ fn leader_event(peer: u64, term: u64) -> (KindInfo, Stored) {
         "lastTimestamp": stamp,
         "count": 1,
     });
-    (
-        *kind_info(Kind::Event),
-        Stored {
-            object,
-            revision: 0,
-        },
-    )
+    PreparedWrite::of_value(kind_info(Kind::Event), &object, 0)
 }

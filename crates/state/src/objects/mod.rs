@@ -42,7 +42,7 @@ pub use node::{
     Node, NodeAddress, NodeAddressType, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
     TaintEffect,
 };
-pub use object::{Object, Resource};
+pub use object::{typed_json, Object, Resource};
 pub use pod::{
     Affinity, ConfigMapVolumeSource, ContainerState, ContainerStateRunning,
     ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, EmptyDirVolumeSource,

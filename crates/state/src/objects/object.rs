@@ -167,6 +167,16 @@ struct Typed<'a, T> {
     inner: &'a T,
 }
 
+/// `object` as JSON with its type meta first, as [`Object`] writes it, serialised straight from
+/// the typed value.
+pub fn typed_json<R: Resource + Serialize>(object: &R) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&Typed {
+        api_version: R::KIND.api_version(),
+        kind: R::KIND.name(),
+        inner: object,
+    })
+}
+
 impl Serialize for Object {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let kind = self.kind();
