@@ -5,7 +5,7 @@
 //! The cache relists when its watch is too old (compaction) or breaks, so it converges on the
 //! store's state whatever happens to the stream.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,22 +174,31 @@ impl<T> Clone for Cached<T> {
 pub type GroupKey<T> = fn(&T) -> Option<String>;
 
 /// The members of one group, and a version that changes whenever one of them does.
-#[derive(Default)]
-struct Group {
-    keys: HashSet<String>,
+struct Group<T> {
+    /// The members by key, each as the cache holds it: reading a group looks nothing up.
+    members: BTreeMap<String, Cached<T>>,
     version: u64,
+}
+
+impl<T> Default for Group<T> {
+    fn default() -> Self {
+        Group {
+            members: BTreeMap::new(),
+            version: 0,
+        }
+    }
 }
 
 /// The groups of a grouped cache, kept up to date as objects change.
 struct Groups<T> {
     key_of: GroupKey<T>,
-    by_key: HashMap<String, Group>,
+    by_key: HashMap<String, Group<T>>,
     /// The last version given to a group; versions are never reused.
     clock: u64,
 }
 
 impl<T> Groups<T> {
-    fn touch(&mut self, group: &str) -> Option<&mut Group> {
+    fn touch(&mut self, group: &str) -> Option<&mut Group<T>> {
         self.clock += 1;
         let clock = self.clock;
         let group = self.by_key.get_mut(group)?;
@@ -197,36 +206,38 @@ impl<T> Groups<T> {
         Some(group)
     }
 
-    fn join(&mut self, group: String, key: &str) {
+    fn join(&mut self, group: String, key: &str, member: &Cached<T>) {
         self.clock += 1;
         let entry = self.by_key.entry(group).or_default();
         entry.version = self.clock;
-        entry.keys.insert(key.to_string());
+        entry.members.insert(key.to_string(), member.clone());
     }
 
     fn leave(&mut self, group: &str, key: &str) {
         if let Some(g) = self.touch(group) {
-            g.keys.remove(key);
-            if g.keys.is_empty() {
+            g.members.remove(key);
+            if g.members.is_empty() {
                 self.by_key.remove(group);
             }
         }
     }
 
     /// Records that the object at `key` changed from `old` to `new` (either may be absent).
-    fn moved(&mut self, key: &str, old: Option<&T>, new: Option<&T>) {
-        let old = old.and_then(|o| (self.key_of)(o));
-        let new = new.and_then(|n| (self.key_of)(n));
-        match (old, new) {
-            (Some(old), Some(new)) if old == new => {
-                self.touch(&old);
+    fn moved(&mut self, key: &str, old: Option<&T>, new: Option<&Cached<T>>) {
+        let old_group = old.and_then(|o| (self.key_of)(o));
+        let new_group = new.and_then(|n| (self.key_of)(&n.object));
+        match (old_group, new_group, new) {
+            (Some(old), Some(group), Some(new)) if old == group => {
+                if let Some(member) = self.touch(&group).and_then(|g| g.members.get_mut(key)) {
+                    *member = new.clone();
+                }
             }
-            (old, new) => {
+            (old, group, new) => {
                 if let Some(old) = old {
                     self.leave(&old, key);
                 }
-                if let Some(new) = new {
-                    self.join(new, key);
+                if let (Some(group), Some(new)) = (group, new) {
+                    self.join(group, key, new);
                 }
             }
         }
@@ -236,7 +247,7 @@ impl<T> Groups<T> {
         self.by_key.clear();
         for (key, cached) in objects {
             if let Some(group) = (self.key_of)(&cached.object) {
-                self.join(group, key);
+                self.join(group, key, cached);
             }
         }
     }
@@ -318,11 +329,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
         let Some(g) = objects.groups.as_ref().and_then(|g| g.by_key.get(group)) else {
             return (0, Vec::new());
         };
-        let members = g
-            .keys
-            .iter()
-            .filter_map(|key| objects.by_key.get(key).cloned())
-            .collect();
+        let members = g.members.values().cloned().collect();
         (g.version, members)
     }
 
@@ -449,12 +456,13 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Cache<T> {
             }
             EventType::Added | EventType::Modified => {
                 if let Some((key, cached)) = Self::decode_text(&event.object, event.revision) {
-                    let new = cached.object.clone();
-                    let mut objects = self.objects.write().expect("cache lock");
-                    let old = objects.by_key.insert(key.clone(), cached);
-                    if let Some(groups) = objects.groups.as_mut() {
-                        groups.moved(&key, old.as_ref().map(|o| &*o.object), Some(&*new));
+                    let mut guard = self.objects.write().expect("cache lock");
+                    let Objects { by_key, groups } = &mut *guard;
+                    if let Some(groups) = groups {
+                        let old = by_key.get(&key).map(|o| &*o.object);
+                        groups.moved(&key, old, Some(&cached));
                     }
+                    by_key.insert(key, cached);
                 }
             }
         }
