@@ -135,18 +135,28 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
 fn replicaset_status(rs: &ReplicaSet, active: &[&Pod], now_ms: i64) -> ReplicaSetStatus {
     let min_ready_seconds = rs.spec.min_ready_seconds.unwrap_or(0);
     let template_labels = &rs.spec.template.metadata.labels;
-    let count = |keep: &dyn Fn(&Pod) -> bool| {
-        i32::try_from(active.iter().filter(|pod| keep(pod)).count()).unwrap_or(i32::MAX)
-    };
+    // One pass: a ReplicaSet's pods are visited on every change to any of them.
+    let (mut labeled, mut ready, mut available) = (0usize, 0usize, 0usize);
+    for pod in active {
+        if template_labels
+            .iter()
+            .all(|(key, value)| pod.metadata.labels.get(key) == Some(value))
+        {
+            labeled += 1;
+        }
+        if pods::is_ready(pod) {
+            ready += 1;
+            if pods::is_available(pod, min_ready_seconds, now_ms) {
+                available += 1;
+            }
+        }
+    }
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     ReplicaSetStatus {
-        replicas: count(&|_| true),
-        fully_labeled_replicas: count(&|pod| {
-            template_labels
-                .iter()
-                .all(|(key, value)| pod.metadata.labels.get(key) == Some(value))
-        }),
-        ready_replicas: count(&pods::is_ready),
-        available_replicas: count(&|pod| pods::is_available(pod, min_ready_seconds, now_ms)),
+        replicas: count(active.len()),
+        fully_labeled_replicas: count(labeled),
+        ready_replicas: count(ready),
+        available_replicas: count(available),
         observed_generation: rs.metadata.generation,
         conditions: rs
             .status
