@@ -128,7 +128,7 @@ async fn lifecycle_round(
             }
         }
     }
-    commit(ctx, &writes).await?;
+    commit(ctx, writes).await?;
     force_delete(
         ctx,
         evictions

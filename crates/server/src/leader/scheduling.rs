@@ -253,7 +253,7 @@ async fn round(
         }
     }
     computing.pause();
-    let any_bound = commit_batched(ctx, &writes, config.batch_max)
+    let any_bound = commit_batched(ctx, writes, config.batch_max)
         .await?
         .into_iter()
         .any(|w| w);

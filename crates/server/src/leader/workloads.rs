@@ -34,16 +34,13 @@ struct Pending {
     at: Instant,
 }
 
-/// One object write of a round.
-type ObjectWrite = PreparedWrite;
-
 /// A new pod from `pod` whose generated name is not yet in `taken` (it is added), trying
 /// [`GENERATE_NAME_ATTEMPTS`] names; `None` if all were taken (the next round tries again). A name
 /// taken by a stored pod makes that create not land (it is conditional on the name being free).
 fn new_pod_named_apart(
     pod: &Pod,
     taken: &mut HashSet<String>,
-) -> Result<Option<(ObjectWrite, String)>, ApiError> {
+) -> Result<Option<(PreparedWrite, String)>, ApiError> {
     for _ in 0..GENERATE_NAME_ATTEMPTS {
         let name = name_for_new(&pod.metadata);
         if taken.insert(name.clone()) {
@@ -243,7 +240,7 @@ async fn replicaset_round(
     // out. After a failed batch the next round recounts from the cache, and a create that did
     // land after all shows up there (a surplus is scaled down like any other).
     computing.pause();
-    let landed = commit(ctx, &creates).await?;
+    let landed = commit(ctx, creates).await?;
     for Issued {
         uid,
         creates: names,
@@ -268,7 +265,7 @@ async fn replicaset_round(
         };
         pending.insert(uid, p);
     }
-    commit(ctx, &statuses).await?;
+    commit(ctx, statuses).await?;
     let pod_info = kind_info(Kind::Pod);
     for pod in deletes {
         match ctx
@@ -395,7 +392,7 @@ async fn execute_deployment_plan(
     if updated != **d {
         writes.push(write(updated, cached.revision)?);
     }
-    commit(ctx, &writes).await?;
+    commit(ctx, writes).await?;
     let rs_info = kind_info(Kind::ReplicaSet);
     for name in &plan.delete_rs {
         match ctx

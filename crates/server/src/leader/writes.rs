@@ -37,7 +37,9 @@ pub fn write<R: Resource + Serialize>(object: R, revision: i64) -> Result<Prepar
 /// for events and config maps, generation 1.
 pub fn new_object<R: Resource + Serialize>(mut object: R) -> Result<PreparedWrite, ApiError> {
     let meta = object.metadata_mut();
-    meta.name = name_for_new(meta);
+    if meta.name.is_empty() {
+        meta.name = name_for_new(meta);
+    }
     meta.uid = new_uid();
     meta.creation_timestamp = Some(now_time());
     if R::KIND != Kind::Event && R::KIND != Kind::ConfigMap {
@@ -66,19 +68,23 @@ pub fn new_pod(mut pod: Pod) -> Result<PreparedWrite, ApiError> {
 
 /// Commits writes in batches of at most `batch_max`, [`COMMIT_BATCHES_IN_FLIGHT`] at a time;
 /// returns per write whether it landed, in order. Batches are independent: each write is
-/// conditional on its own revision, so their order of landing does not matter.
+/// conditional on its own revision, so their order of landing does not matter. The writes move
+/// into their batches: their keys and JSON are not copied again.
 pub async fn commit_batched(
     ctx: &TermContext,
-    writes: &[PreparedWrite],
+    writes: Vec<PreparedWrite>,
     batch_max: usize,
 ) -> Result<Vec<bool>, ApiError> {
     let mut landed = Vec::with_capacity(writes.len());
-    let mut chunks = writes.chunks(batch_max.max(1));
+    let mut rest = writes.into_iter();
     let mut in_flight = FuturesOrdered::new();
     loop {
         while in_flight.len() < COMMIT_BATCHES_IN_FLIGHT {
-            let Some(chunk) = chunks.next() else { break };
-            in_flight.push_back(ctx.registry.put_many_if_unchanged(chunk));
+            let batch: Vec<PreparedWrite> = rest.by_ref().take(batch_max.max(1)).collect();
+            if batch.is_empty() {
+                break;
+            }
+            in_flight.push_back(ctx.registry.put_many_if_unchanged(batch));
         }
         match in_flight.next().await {
             Some(batch) => landed.extend(batch?),
@@ -88,7 +94,7 @@ pub async fn commit_batched(
 }
 
 /// [`commit_batched`] with [`WRITE_BATCH_MAX`] writes per batch.
-pub async fn commit(ctx: &TermContext, writes: &[PreparedWrite]) -> Result<Vec<bool>, ApiError> {
+pub async fn commit(ctx: &TermContext, writes: Vec<PreparedWrite>) -> Result<Vec<bool>, ApiError> {
     commit_batched(ctx, writes, WRITE_BATCH_MAX).await
 }
 
@@ -116,7 +122,7 @@ pub async fn record_events(ctx: &TermContext, events: Vec<Event>) -> Result<(), 
             }
         }
     }
-    commit(ctx, &fresh).await.map(|_| ())
+    commit(ctx, fresh).await.map(|_| ())
 }
 
 /// Records, as the term's first write, that this peer leads: a `LeaderElection` event in the
@@ -124,7 +130,7 @@ pub async fn record_events(ctx: &TermContext, events: Vec<Event>) -> Result<(), 
 pub async fn announce_leadership(ctx: std::sync::Arc<TermContext>) {
     let peer = ctx.registry.store().peer();
     let write = leader_event(peer, ctx.term);
-    match commit(&ctx, &[write]).await {
+    match commit(&ctx, vec![write]).await {
         Ok(landed) if landed.first() == Some(&true) => {
             tracing::info!(term = ctx.term, peer, "leadership recorded")
         }

@@ -194,20 +194,16 @@ impl<S: Store + Clone> Registry<S> {
     /// was read at. Returns, per object, whether it was written.
     pub async fn put_many_if_unchanged(
         &self,
-        writes: &[PreparedWrite],
+        writes: Vec<PreparedWrite>,
     ) -> Result<Vec<bool>, ApiError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
         let txns = writes
-            .iter()
+            .into_iter()
             .map(|w| Txn {
                 compares: vec![mod_revision_is(&w.key, w.revision)],
-                success: vec![TxnOp::Put(PutOp {
-                    key: w.key.clone(),
-                    value: w.json.clone(),
-                    prev_kv: false,
-                })],
+                success: vec![put_json(w.key, w.json)],
                 failure: vec![],
             })
             .collect();
@@ -329,9 +325,14 @@ impl serde::Serialize for MetadataWithoutVersion<'_> {
 }
 
 fn put(key: Vec<u8>, object: &Value) -> TxnOp {
+    put_json(key, stored_bytes(object))
+}
+
+/// A put of JSON already in its stored form.
+fn put_json(key: Vec<u8>, json: Vec<u8>) -> TxnOp {
     TxnOp::Put(PutOp {
         key,
-        value: stored_bytes(object),
+        value: json,
         prev_kv: false,
     })
 }
