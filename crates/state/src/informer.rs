@@ -224,20 +224,20 @@ impl<T> Groups<T> {
 
     /// Records that the object at `key` changed from `old` to `new` (either may be absent).
     fn moved(&mut self, key: &str, old: Option<&T>, new: Option<&Cached<T>>) {
-        let old_group = old.and_then(|o| (self.key_of)(o));
-        let new_group = new.and_then(|n| (self.key_of)(&n.object));
-        match (old_group, new_group, new) {
-            (Some(old), Some(group), Some(new)) if old == group => {
-                if let Some(member) = self.touch(&group).and_then(|g| g.members.get_mut(key)) {
-                    *member = new.clone();
+        let old = old.and_then(|o| (self.key_of)(o));
+        let new = new.and_then(|n| Some(((self.key_of)(&n.object)?, n)));
+        match (old, new) {
+            (Some(old), Some((group, member))) if old == group => {
+                if let Some(slot) = self.touch(&group).and_then(|g| g.members.get_mut(key)) {
+                    *slot = member.clone();
                 }
             }
-            (old, group, new) => {
+            (old, new) => {
                 if let Some(old) = old {
                     self.leave(&old, key);
                 }
-                if let (Some(group), Some(new)) = (group, new) {
-                    self.join(group, key, new);
+                if let Some((group, member)) = new {
+                    self.join(group, key, member);
                 }
             }
         }
