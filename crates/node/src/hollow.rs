@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_api::cluster::{ApplyRequest, DeleteRequest, ObjectRef, ObjectRequest};
-use flotilla_state::informer::{spawn_informer, Cached, Query};
+use flotilla_state::informer::{spawn_grouped_informer, Cached, Query};
 use flotilla_state::objects::{Pod, PodPhase};
 use flotilla_state::Kind;
 use futures::StreamExt;
@@ -152,6 +152,16 @@ fn running_status(pod: &Pod, node_index: usize) -> Value {
     })
 }
 
+/// The informer group of the bound pods that wait on their node: pending ones (to report
+/// Running) and terminating ones (to confirm stopped). Each round reads this group alone, not
+/// every bound pod in the cluster.
+const WORK: &str = "work";
+
+fn work_group(pod: &Pod) -> Option<String> {
+    (pod.metadata.deletion_timestamp.is_some() || pod.phase() == PodPhase::Pending)
+        .then(|| WORK.to_string())
+}
+
 /// Runs the hollow nodes until the task is dropped.
 pub async fn run(config: HollowConfig) -> Result<(), tonic::Status> {
     let client = ApiClient::new(&config.servers).map_err(tonic::Status::invalid_argument)?;
@@ -176,10 +186,11 @@ pub async fn run(config: HollowConfig) -> Result<(), tonic::Status> {
     let source = Arc::new(ApiSource {
         client: client.clone(),
     });
-    let pods = spawn_informer::<Pod, _>(
+    let pods = spawn_grouped_informer::<Pod, _>(
         source,
         Query::all(Kind::Pod).with_fields("spec.nodeName!="),
         std::future::pending(),
+        work_group,
     );
     pods.wait_synced().await;
     let ours: HashSet<String> = config.node_names().into_iter().collect();
@@ -187,14 +198,10 @@ pub async fn run(config: HollowConfig) -> Result<(), tonic::Status> {
     let started = Instant::now();
     let mut reported = Reported::default();
     loop {
-        let snapshot = pods.snapshot();
-        let work: Vec<&Cached<Pod>> = snapshot
+        let (_, waiting) = pods.group(WORK);
+        let work: Vec<&Cached<Pod>> = waiting
             .iter()
             .filter(|p| ours.contains(&p.object.spec.node_name))
-            .filter(|p| {
-                p.object.metadata.deletion_timestamp.is_some()
-                    || p.object.phase() == PodPhase::Pending
-            })
             .collect();
         let todo = reported.still_to_do(&work);
         if lease.valid(started) {
@@ -337,6 +344,25 @@ mod tests {
         assert_eq!(ssd, 4, "two of every five nodes: {labels:?}");
         assert_eq!(labels[0].0, "zone-0");
         assert_eq!(labels[4].0, "zone-1");
+    }
+
+    #[test]
+    fn the_work_group_holds_pending_and_terminating_pods_only() {
+        let mut pod = Pod::default();
+        assert_eq!(
+            work_group(&pod).as_deref(),
+            Some(WORK),
+            "no status yet: pending"
+        );
+        pod.status = serde_json::from_value(json!({"phase": "Running"})).unwrap();
+        assert_eq!(work_group(&pod), None, "running: nothing to do");
+        pod.metadata.deletion_timestamp =
+            serde_json::from_value(json!("2026-11-28T00:00:00Z")).unwrap();
+        assert_eq!(
+            work_group(&pod).as_deref(),
+            Some(WORK),
+            "terminating: confirm stopped"
+        );
     }
 
     fn cached(uid: &str, revision: i64) -> Cached<Pod> {
