@@ -27,6 +27,20 @@ const RESYNC: Duration = Duration::from_secs(5);
 /// as it computed, see [`ComputeTime`]).
 const ROUND_GAP: Duration = Duration::from_millis(10);
 
+/// Pods one ReplicaSet round creates at most, over all its ReplicaSets (each also creates at
+/// most `MAX_CREATES_PER_RECONCILE`). A round builds its writes before it commits them: this
+/// bounds the leader's memory for them (a pod's write is a few KiB), and the first commits start
+/// while the ReplicaSets past the bound wait for the next round, which follows at once.
+const ROUND_CREATES_MAX: usize = 16_384;
+
+/// How a ReplicaSet round ended.
+struct RoundEnd {
+    /// When the earliest requeue is due.
+    requeue: Option<Duration>,
+    /// The round stopped at [`ROUND_CREATES_MAX`] before it had looked at every ReplicaSet.
+    truncated: bool,
+}
+
 /// Creates (by name) and deletes (by uid) a ReplicaSet issued that the cache has not shown yet.
 struct Pending {
     created: HashSet<String>,
@@ -114,6 +128,7 @@ pub async fn run_replicasets(ctx: Arc<TermContext>) {
     let mut pending: HashMap<String, Pending> = HashMap::new();
     let mut reconciled: HashMap<String, Reconciled> = HashMap::new();
     let mut last_full: Option<Instant> = None;
+    let mut cursor = 0;
     loop {
         let mut computing = ComputeTime::start();
         // Every RESYNC, every ReplicaSet is reconciled whether or not it changed (expectations
@@ -123,9 +138,25 @@ pub async fn run_replicasets(ctx: Arc<TermContext>) {
         if full {
             last_full = Some(Instant::now());
         }
-        let round = replicaset_round(&ctx, &mut pending, &mut reconciled, full, &mut computing);
+        let round = replicaset_round(
+            &ctx,
+            &mut pending,
+            &mut reconciled,
+            full,
+            &mut cursor,
+            &mut computing,
+        );
         let requeue = match round.await {
-            Ok(requeue) => requeue,
+            Ok(RoundEnd {
+                truncated: true, ..
+            }) => {
+                // The ReplicaSets it did not reach go next, and a full pass is done again.
+                if full {
+                    last_full = None;
+                }
+                Some(Duration::ZERO)
+            }
+            Ok(RoundEnd { requeue, .. }) => requeue,
             Err(ApiError::Fenced(_)) => return,
             Err(e) => {
                 loop_error("replicaset", &e);
@@ -153,15 +184,25 @@ fn by_controller<'a, T>(
     by_owner
 }
 
-/// One round over the ReplicaSets that changed (all of them if `full`); returns when the next
-/// requeue is due. `computing` stops counting at its writes.
+/// `items` in the order a round visits them: from position `cursor` (modulo their number) on,
+/// wrapping around. A round stopped at [`ROUND_CREATES_MAX`] moves the cursor to the first one
+/// it did not reach, so the next round starts there and every ReplicaSet gets its turn.
+fn visiting_order<T>(items: &[T], cursor: usize) -> impl Iterator<Item = &T> {
+    let (before, after) = items.split_at(cursor % items.len().max(1));
+    after.iter().chain(before)
+}
+
+/// One round over the ReplicaSets that changed (all of them if `full`), up to
+/// [`ROUND_CREATES_MAX`] creates; returns when the next requeue is due. `computing` stops
+/// counting at its writes.
 async fn replicaset_round(
     ctx: &TermContext,
     pending: &mut HashMap<String, Pending>,
     reconciled: &mut HashMap<String, Reconciled>,
     full: bool,
+    cursor: &mut usize,
     computing: &mut ComputeTime,
-) -> Result<Option<Duration>, ApiError> {
+) -> Result<RoundEnd, ApiError> {
     let now = now_ms();
     let started = Instant::now();
     let mut creates = Vec::new();
@@ -178,7 +219,13 @@ async fn replicaset_round(
             .collect();
         reconciled.retain(|uid, _| live.contains(uid.as_str()));
     }
-    for cached in replicasets {
+    let mut truncated = false;
+    for (visited, cached) in visiting_order(&replicasets, *cursor).enumerate() {
+        if creates.len() >= ROUND_CREATES_MAX {
+            *cursor += visited;
+            truncated = true;
+            break;
+        }
         let rs = &cached.object;
         let uid = rs.metadata.uid.as_str();
         if !full {
@@ -283,7 +330,10 @@ async fn replicaset_round(
         }
     }
     let next_due = reconciled.values().filter_map(|r| r.due).min();
-    Ok(next_due.map(|due| due.saturating_duration_since(Instant::now())))
+    Ok(RoundEnd {
+        requeue: next_due.map(|due| due.saturating_duration_since(Instant::now())),
+        truncated,
+    })
 }
 
 pub async fn run_deployments(ctx: Arc<TermContext>) {
@@ -440,5 +490,16 @@ mod tests {
             assert!(name.starts_with("web-1-") && name.len() == "web-1-".len() + 5);
         }
         assert_eq!(taken.len(), 20_000);
+    }
+
+    #[test]
+    fn a_round_visits_every_replicaset_once_starting_at_the_cursor() {
+        let items = ["a", "b", "c", "d", "e"];
+        let order = |cursor| visiting_order(&items, cursor).copied().collect::<Vec<_>>();
+        assert_eq!(order(0), ["a", "b", "c", "d", "e"]);
+        assert_eq!(order(3), ["d", "e", "a", "b", "c"]);
+        // The cursor only grows; it wraps around however many ReplicaSets there are now.
+        assert_eq!(order(7), ["c", "d", "e", "a", "b"]);
+        assert!(visiting_order::<&str>(&[], 4).next().is_none());
     }
 }
