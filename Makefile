@@ -18,13 +18,24 @@ DEV_DIR ?= $(HOME)/.local/state/flotilla/dev
 # libcontainer, busybox for test images, CNI plugins and iproute2 for pod networks).
 DEB_PACKAGES := libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox-static \
 	containernetworking-plugins iproute2 iptables faketime
-# Only the benchmarks need these (baselines).
+# Only the benchmarks need these (baselines). Each benchmark starts its own private daemons on
+# loopback (etcd members, a dockerd with its pools inside 198.18.0.0/15); Debian's packages would
+# also start and enable system-wide ones (etcd on port 2379, containerd, a dockerd with a
+# 172.17.0.0/16 bridge and iptables rules that drop forwarded traffic). `bench-deps` installs
+# them with those services neither started nor enabled; the services of packages that were
+# already installed are left as they are.
 BENCH_PACKAGES := etcd-server runc docker.io
+# Package → the system units it would start.
+BENCH_UNITS := etcd-server:etcd.service docker.io:docker.service,docker.socket \
+	containerd:containerd.service
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# Whether package $1 is installed (not merely known to dpkg, say removed with its config kept).
+INSTALLED = dpkg-query -W -f='$${Status}' $(1) 2>/dev/null | grep -q ' installed$$'
+
 define install_missing
-	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(1); do $(call INSTALLED,$$p) || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -q && \
@@ -38,7 +49,24 @@ deps:
 	$(call install_missing,$(DEB_PACKAGES))
 
 bench-deps: deps
-	$(call install_missing,$(BENCH_PACKAGES))
+	@missing=""; for p in $(BENCH_PACKAGES); do $(call INSTALLED,$$p) || missing="$$missing $$p"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	units=""; for pu in $(BENCH_UNITS); do \
+		$(call INSTALLED,$${pu%%:*}) || units="$$units $$(echo $${pu#*:} | tr , ' ')"; \
+	done; \
+	echo "installing:$$missing (without starting or enabling:$$units)"; \
+	policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+		printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && \
+		$(SUDO) chmod +x /usr/sbin/policy-rc.d && policy=ours; \
+	fi; \
+	$(SUDO) apt-get update -q && \
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	status=$$?; \
+	[ "$$policy" = ours ] && $(SUDO) rm -f /usr/sbin/policy-rc.d; \
+	if [ $$status = 0 ] && [ -n "$$units" ] && command -v systemctl >/dev/null; then \
+		$(SUDO) systemctl disable $$units >/dev/null 2>&1 || true; \
+	fi; \
+	exit $$status
 
 build: deps
 	$(CARGO) build --bin flotilla
