@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flotilla_state::objects::{Event, ObjectMeta, Pod, PodPhase, PodStatus, Resource};
-use flotilla_state::registry::{new_uid, now, now_time, random_suffix, ApiError, PreparedWrite};
+use flotilla_state::registry::{generated_name, new_uid, now, now_time, ApiError, PreparedWrite};
 use flotilla_state::service::kind_info;
 use flotilla_state::Kind;
 use futures::stream::FuturesOrdered;
@@ -39,9 +39,7 @@ pub fn write<R: Resource + Serialize>(object: R, revision: i64) -> Result<Prepar
 /// for events and config maps, generation 1.
 pub fn new_object<R: Resource + Serialize>(mut object: R) -> Result<PreparedWrite, ApiError> {
     let meta = object.metadata_mut();
-    if meta.name.is_empty() {
-        meta.name = name_for_new(meta);
-    }
+    meta.name = name_for_new(meta);
     meta.uid = new_uid();
     meta.creation_timestamp = Some(now_time());
     if R::KIND != Kind::Event && R::KIND != Kind::ConfigMap {
@@ -53,7 +51,7 @@ pub fn new_object<R: Resource + Serialize>(mut object: R) -> Result<PreparedWrit
 /// The name a new object gets: its own, or one generated from its `generateName`.
 pub fn name_for_new(meta: &ObjectMeta) -> String {
     if meta.name.is_empty() {
-        format!("{}{}", meta.generate_name, random_suffix())
+        generated_name(&meta.generate_name)
     } else {
         meta.name.clone()
     }

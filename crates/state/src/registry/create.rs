@@ -17,12 +17,13 @@ pub(super) fn namespace_key(namespace: &str) -> Vec<u8> {
     format!("{}namespaces/{namespace}", keys::ROOT).into_bytes()
 }
 
-/// The random suffix of a generated name: Kubernetes' alphabet, no vowels (no words).
-pub fn random_suffix() -> String {
+/// A name generated from `generate_name`: it followed by a random suffix in Kubernetes'
+/// alphabet, without vowels (no words).
+pub fn generated_name(generate_name: &str) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..GENERATED_SUFFIX_LEN)
-        .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)
-        .collect()
+    let suffix = (0..GENERATED_SUFFIX_LEN)
+        .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char);
+    generate_name.chars().chain(suffix).collect()
 }
 
 /// Fills the fields the server owns on a new object.
@@ -74,11 +75,7 @@ impl<S: Store + Clone> Registry<S> {
                         "metadata.name: Required value: name or generateName is required".into(),
                     ));
                 }
-                set_meta(
-                    &mut candidate,
-                    "name",
-                    Value::String(format!("{base}{}", random_suffix())),
-                );
+                set_meta(&mut candidate, "name", Value::String(generated_name(base)));
             }
             match self.create_named(info, prepare(info, candidate)).await {
                 Err(e @ ApiError::AlreadyExists { .. }) if generate => last = Some(e),

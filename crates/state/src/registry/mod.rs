@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use crate::objects::{typed_json, Resource};
 
-pub use create::{random_suffix, GENERATE_NAME_ATTEMPTS};
+pub use create::{generated_name, GENERATE_NAME_ATTEMPTS};
 pub use delete::{DeleteOptions, Propagation};
 pub use error::ApiError;
 pub use keys::{KindInfo, Scope};
