@@ -23,7 +23,7 @@ DEB_PACKAGES := libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox
 # also start and enable system-wide ones (etcd on port 2379, containerd, a dockerd with a
 # 172.17.0.0/16 bridge and iptables rules that drop forwarded traffic). `bench-deps` installs
 # them with those services neither started nor enabled; the services of packages that were
-# already installed are left as they are.
+# already installed are left as they are (see install_missing).
 BENCH_PACKAGES := etcd-server runc docker.io
 # Package → the system units it would start.
 BENCH_UNITS := etcd-server:etcd.service docker.io:docker.service,docker.socket \
@@ -34,28 +34,18 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Whether package $1 is installed (not merely known to dpkg, say removed with its config kept).
 INSTALLED = dpkg-query -W -f='$${Status}' $(1) 2>/dev/null | grep -q ' installed$$'
 
+# Installs the packages of $(1) that are missing. $(2), optional: `package:unit,unit …` — the
+# system units those packages would start; a package installed here has its units neither
+# started (a policy-rc.d forbids it, unless one is already in place) nor enabled. Packages that
+# were already installed keep their services as they are.
 define install_missing
 	@missing=""; for p in $(1); do $(call INSTALLED,$$p) || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		$(SUDO) apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
-	fi
-endef
-
-.PHONY: deps bench-deps build test dev bench-kv bench-sched bench-pods chaos fmt lint
-
-deps:
-	$(call install_missing,$(DEB_PACKAGES))
-
-bench-deps: deps
-	@missing=""; for p in $(BENCH_PACKAGES); do $(call INSTALLED,$$p) || missing="$$missing $$p"; done; \
 	[ -z "$$missing" ] && exit 0; \
-	units=""; for pu in $(BENCH_UNITS); do \
+	units=""; for pu in $(2); do \
 		$(call INSTALLED,$${pu%%:*}) || units="$$units $$(echo $${pu#*:} | tr , ' ')"; \
 	done; \
-	echo "installing:$$missing (without starting or enabling:$$units)"; \
-	policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	echo "installing:$$missing$${units:+ (without starting or enabling:$$units)}"; \
+	policy=""; if [ -n "$$units" ] && [ ! -e /usr/sbin/policy-rc.d ]; then \
 		printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && \
 		$(SUDO) chmod +x /usr/sbin/policy-rc.d && policy=ours; \
 	fi; \
@@ -64,9 +54,19 @@ bench-deps: deps
 	status=$$?; \
 	[ "$$policy" = ours ] && $(SUDO) rm -f /usr/sbin/policy-rc.d; \
 	if [ $$status = 0 ] && [ -n "$$units" ] && command -v systemctl >/dev/null; then \
-		$(SUDO) systemctl disable $$units >/dev/null 2>&1 || true; \
+		$(SUDO) systemctl disable $$units >/dev/null 2>&1 || \
+			echo "warning: could not disable$$units; disable them by hand"; \
 	fi; \
 	exit $$status
+endef
+
+.PHONY: deps bench-deps build test dev bench-kv bench-sched bench-pods chaos fmt lint
+
+deps:
+	$(call install_missing,$(DEB_PACKAGES))
+
+bench-deps: deps
+	$(call install_missing,$(BENCH_PACKAGES),$(BENCH_UNITS))
 
 build: deps
 	$(CARGO) build --bin flotilla
