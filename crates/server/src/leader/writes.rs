@@ -21,7 +21,7 @@ pub const WRITE_BATCH_MAX: usize = 256;
 /// together in one log entry, so a loop with thousands of writes does not pay a Raft round
 /// trip per batch in turn. With 4, creating 150,000 pods in `bench-sched` (b) waited on
 /// commits with a sixth of the CPU idle; 8 used it (26.5–28.3 s down to 25.2–26.1 s); 16 gained
-/// nothing more. At most this many × [`WRITE_BATCH_MAX`] writes wait on the Raft log at once.
+/// nothing more. At most this many batches of one commit wait on the Raft log at once.
 pub const COMMIT_BATCHES_IN_FLIGHT: usize = 8;
 
 pub fn now_ms() -> i64 {
