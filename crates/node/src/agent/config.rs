@@ -53,7 +53,7 @@ pub struct AgentConfig {
     pub bridge: String,
     /// CNI network name (host-local keeps its allocations under it).
     pub cni_network_name: String,
-    /// Where the CNI plugins (`bridge`, `host-local`, `loopback`) live.
+    /// Where the CNI plugins (`bridge`, `host-local`) live.
     pub cni_plugin_dir: PathBuf,
     /// The executable re-executed as container shim (`flotilla __shim …`).
     pub shim_path: PathBuf,

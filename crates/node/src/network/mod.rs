@@ -1,5 +1,5 @@
 //! Pod networking of a node: [`Cni`] attaches a pod's network namespace to the node bridge
-//! through the standard CNI plugins (`loopback`, `bridge` + `host-local`) and detaches it
+//! through the standard CNI plugins (`bridge` + `host-local`) and detaches it
 //! again. The namespaces themselves are created by the runtime's sandbox.
 //!
 //! Architecture invariant: networking changes nothing outside the pod's namespace but the
