@@ -24,7 +24,7 @@ use crate::runtime::{Runtime, RuntimeConfig};
 
 use super::client::ApiClient;
 use super::config::AgentConfig;
-use super::context::{Ctx, RateLimiter, STATUS_WRITES_PER_SECOND};
+use super::context::{Ctx, RateLimiter, STATUS_WRITES_BURST, STATUS_WRITES_PER_SECOND};
 use super::dispatch::{Dispatcher, Stop};
 use super::error::AgentError;
 use super::fence::Fence;
@@ -93,7 +93,7 @@ impl Agent {
             fence: fence.clone(),
             directory: Default::default(),
             tombstones: Default::default(),
-            status_rate: RateLimiter::per_second(STATUS_WRITES_PER_SECOND),
+            status_rate: RateLimiter::new(STATUS_WRITES_PER_SECOND, STATUS_WRITES_BURST),
             config,
         });
         let (stop, stop_rx) = watch::channel(Stop::Run);
