@@ -193,3 +193,35 @@ async fn orphaned_root_filesystems_are_released_and_used_ones_kept() {
     assert_eq!(fx.runtime.remove_orphan_rootfs(Duration::ZERO).unwrap(), 0);
     assert!(fx.mounts().is_empty());
 }
+
+/// What an agent's passes and teardowns read: one pod's containers only, and the sandboxes by
+/// name.
+#[tokio::test]
+async fn one_pods_containers_and_every_sandbox_are_listed() {
+    let fx = Fixture::new(FixtureOptions::default());
+    let a = fx.runtime.create_sandbox("pod-list-a", "a").await.unwrap();
+    let b = fx.runtime.create_sandbox("pod-list-b", "b").await.unwrap();
+    let script = "trap 'exit 0' TERM; sleep 1000 & wait";
+    let in_a = fx.start(&a, "main", script).await;
+    let in_b = fx.start(&b, "main", script).await;
+
+    assert_eq!(
+        fx.runtime.sandbox_uids().unwrap(),
+        ["pod-list-a", "pod-list-b"]
+    );
+    let of = |uid: &str| -> Vec<_> {
+        let listed = fx.runtime.list_pod(uid).unwrap();
+        listed.into_iter().map(|c| c.id).collect()
+    };
+    assert_eq!(of("pod-list-a"), std::slice::from_ref(&in_a));
+    assert_eq!(of("pod-list-b"), std::slice::from_ref(&in_b));
+    assert!(of("pod-list-c").is_empty());
+
+    for (id, pod) in [(in_a, "pod-list-a"), (in_b, "pod-list-b")] {
+        fx.runtime.stop(&id, Duration::from_secs(30)).await.unwrap();
+        fx.runtime.remove(&id).await.unwrap();
+        fx.runtime.remove_sandbox(pod).await.unwrap();
+    }
+    assert!(fx.runtime.sandbox_uids().unwrap().is_empty());
+    assert!(fx.mounts().is_empty());
+}

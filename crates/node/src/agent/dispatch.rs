@@ -18,7 +18,7 @@ use flotilla_state::objects::Pod;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::runtime::ContainerStatus;
+use crate::runtime::ContainerId;
 
 use super::context::Ctx;
 use super::poddir::pod_dir_uids;
@@ -87,11 +87,14 @@ impl Dispatcher {
         }
     }
 
-    /// One look at everything: hand out new orders, spawn and reap workers.
+    /// One look at everything: hand out new orders, spawn and reap workers. A pass follows
+    /// every change of the node's pods (the agent's own status writes included), so it lists
+    /// only the names of containers and sandboxes; a container's state is read only for the
+    /// pod whose worker is being started.
     fn pass(&mut self, max_grace: Option<Duration>) {
         self.workers.retain(|_, w| !w.task.is_finished());
-        let runtime_view = match self.ctx.runtime.list() {
-            Ok(list) => list,
+        let container_ids = match self.ctx.runtime.container_ids() {
+            Ok(ids) => ids,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list containers; pods are not reconciled");
                 return;
@@ -100,7 +103,7 @@ impl Dispatcher {
         let mut present = HashSet::new();
         if max_grace.is_none() {
             for cached in self.pods.snapshot() {
-                if let Some(uid) = self.offer(cached, &runtime_view) {
+                if let Some(uid) = self.offer(cached) {
                     present.insert(uid);
                 }
             }
@@ -111,16 +114,16 @@ impl Dispatcher {
                 worker.orders.send_replace(Order::Gone { max_grace });
             }
         }
-        for uid in self.leftover_uids(&runtime_view) {
+        for uid in self.leftover_uids(&container_ids) {
             if !present.contains(&uid) && !self.workers.contains_key(&uid) {
-                self.spawn(&uid, Order::Gone { max_grace }, 0, &runtime_view);
+                self.spawn(&uid, Order::Gone { max_grace }, 0);
             }
         }
     }
 
     /// Hands a cached pod to its worker if it is newer than what the worker has; returns the
     /// UID when the pod counts as present.
-    fn offer(&mut self, cached: Cached<Pod>, runtime_view: &[ContainerStatus]) -> Option<String> {
+    fn offer(&mut self, cached: Cached<Pod>) -> Option<String> {
         let meta = &cached.object.metadata;
         if cached.object.spec.node_name != self.ctx.config.name || meta.uid.is_empty() {
             return None;
@@ -141,7 +144,7 @@ impl Dispatcher {
             }
             (Verdict::Spawn, _) => {
                 let revision = cached.revision;
-                self.spawn(&uid, Order::Pod(cached), revision, runtime_view);
+                self.spawn(&uid, Order::Pod(cached), revision);
             }
             (Verdict::Ignore, None) => return None,
             _ => {}
@@ -149,7 +152,7 @@ impl Dispatcher {
         Some(uid)
     }
 
-    fn spawn(&mut self, uid: &str, order: Order, revision: i64, runtime_view: &[ContainerStatus]) {
+    fn spawn(&mut self, uid: &str, order: Order, revision: i64) {
         if self.workers.len() >= MAX_POD_WORKERS {
             tracing::warn!(
                 pod = uid,
@@ -158,13 +161,15 @@ impl Dispatcher {
             );
             return;
         }
+        let containers = match self.ctx.runtime.list_pod(uid) {
+            Ok(containers) => containers,
+            Err(e) => {
+                tracing::error!(pod = uid, error = %e, "cannot list the pod's containers; it waits");
+                return;
+            }
+        };
         let gone = matches!(order, Order::Gone { .. });
         let (tx, rx) = watch::channel(order);
-        let containers: Vec<ContainerStatus> = runtime_view
-            .iter()
-            .filter(|c| c.id.pod_uid() == uid)
-            .cloned()
-            .collect();
         let worker = PodWorker::new(self.ctx.clone(), uid, rx, &containers);
         let task = tokio::spawn(worker.run());
         self.workers.insert(
@@ -179,13 +184,13 @@ impl Dispatcher {
     }
 
     /// UIDs with containers, a sandbox or a pod directory on this node.
-    fn leftover_uids(&self, runtime_view: &[ContainerStatus]) -> HashSet<String> {
-        let mut uids: HashSet<String> = runtime_view
+    fn leftover_uids(&self, container_ids: &[ContainerId]) -> HashSet<String> {
+        let mut uids: HashSet<String> = container_ids
             .iter()
-            .map(|c| c.id.pod_uid().to_string())
+            .map(|id| id.pod_uid().to_string())
             .collect();
-        match self.ctx.runtime.list_sandboxes() {
-            Ok(sandboxes) => uids.extend(sandboxes.into_iter().map(|s| s.pod_uid)),
+        match self.ctx.runtime.sandbox_uids() {
+            Ok(sandboxes) => uids.extend(sandboxes),
             Err(e) => tracing::warn!(error = %e, "cannot list sandboxes"),
         }
         uids.extend(pod_dir_uids(&self.ctx.config.pods_dir()));

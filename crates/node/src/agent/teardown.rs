@@ -83,12 +83,7 @@ impl PodWorker {
             record.stop_probes();
         }
         let runtime = self.ctx.runtime.clone();
-        let ours: Vec<_> = runtime
-            .list()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|c| c.id.pod_uid() == self.uid)
-            .collect();
+        let ours = runtime.list_pod(&self.uid).map_err(|e| e.to_string())?;
         let stops = ours
             .iter()
             .filter(|c| c.is_running())

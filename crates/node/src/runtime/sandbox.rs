@@ -120,15 +120,23 @@ impl Runtime {
         Ok(sandbox_of(&dir, &record))
     }
 
-    /// Every sandbox in the state directory, sorted by pod UID.
-    pub fn list_sandboxes(&self) -> Result<Vec<Sandbox>, RuntimeError> {
+    /// The pod UIDs that have a sandbox record, sorted, without reading the records.
+    pub fn sandbox_uids(&self) -> Result<Vec<String>, RuntimeError> {
         let root = self.config.state_dir.join("sandboxes");
         let mut uids: Vec<String> = std::fs::read_dir(&root)
             .ctx("listing", &root)?
             .take(MAX_LISTED)
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|uid| validate_name("pod uid", uid).is_ok())
+            .filter(|uid| root.join(uid).join("sandbox.json").is_file())
             .collect();
         uids.sort();
+        Ok(uids)
+    }
+
+    /// Every sandbox in the state directory, sorted by pod UID.
+    pub fn list_sandboxes(&self) -> Result<Vec<Sandbox>, RuntimeError> {
+        let uids = self.sandbox_uids()?;
         let mut out = Vec::with_capacity(uids.len());
         for uid in uids {
             match self.sandbox(&uid) {
@@ -145,9 +153,9 @@ impl Runtime {
     pub async fn remove_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError> {
         validate_name("pod uid", pod_uid)?;
         let live: Vec<String> = self
-            .list()?
+            .list_pod(pod_uid)?
             .into_iter()
-            .filter(|c| c.id.pod_uid() == pod_uid && c.is_running())
+            .filter(|c| c.is_running())
             .map(|c| c.id.to_string())
             .collect();
         if !live.is_empty() {

@@ -172,8 +172,22 @@ impl Runtime {
     /// be read yet (a start in progress) is skipped; one whose start was abandoned by a dead
     /// agent is listed as exited, so that it gets removed.
     pub fn list(&self) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        self.list_where(|_| true)
+    }
+
+    /// The containers of one pod. Reads only their state, not every container's: a pod torn
+    /// down while many others run would otherwise read all of theirs (quadratic when a whole
+    /// node's pods are deleted together).
+    pub fn list_pod(&self, pod_uid: &str) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        self.list_where(|id| id.pod_uid() == pod_uid)
+    }
+
+    fn list_where(
+        &self,
+        wanted: impl Fn(&ContainerId) -> bool,
+    ) -> Result<Vec<ContainerStatus>, RuntimeError> {
         let mut out = Vec::new();
-        for id in self.container_ids()? {
+        for id in self.container_ids()?.into_iter().filter(|id| wanted(id)) {
             match self.status(&id) {
                 Ok(status) => out.push(status),
                 Err(RuntimeError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
