@@ -225,3 +225,48 @@ async fn one_pods_containers_and_every_sandbox_are_listed() {
     assert!(fx.runtime.sandbox_uids().unwrap().is_empty());
     assert!(fx.mounts().is_empty());
 }
+
+/// One container whose record is corrupt fails `list`, but hides none of the others from
+/// `list_readable` (which the fence kills through).
+#[tokio::test]
+async fn a_corrupt_record_hides_no_other_container_from_list_readable() {
+    let fx = Fixture::new(FixtureOptions::default());
+    let a = fx
+        .runtime
+        .create_sandbox("pod-corrupt-a", "a")
+        .await
+        .unwrap();
+    let b = fx
+        .runtime
+        .create_sandbox("pod-corrupt-b", "b")
+        .await
+        .unwrap();
+    let script = "trap 'exit 0' TERM; sleep 1000 & wait";
+    let bad = fx.start(&a, "main", script).await;
+    let good = fx.start(&b, "main", script).await;
+    let record = fx
+        .state_dir()
+        .join("containers")
+        .join(bad.to_string())
+        .join("state.json");
+    let intact = std::fs::read(&record).unwrap();
+    std::fs::write(&record, b"{ not json").unwrap();
+
+    assert!(fx.runtime.list().is_err(), "list refuses to guess");
+    let (listed, unreadable) = fx.runtime.list_readable().unwrap();
+    let listed: Vec<_> = listed
+        .into_iter()
+        .map(|c| (c.id.clone(), c.is_running()))
+        .collect();
+    assert_eq!(listed, [(good.clone(), true)]);
+    let unreadable: Vec<_> = unreadable.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(unreadable, std::slice::from_ref(&bad));
+
+    std::fs::write(&record, intact).unwrap();
+    for (id, pod) in [(bad, "pod-corrupt-a"), (good, "pod-corrupt-b")] {
+        fx.runtime.stop(&id, Duration::from_secs(30)).await.unwrap();
+        fx.runtime.remove(&id).await.unwrap();
+        fx.runtime.remove_sandbox(pod).await.unwrap();
+    }
+    assert!(fx.mounts().is_empty());
+}

@@ -122,19 +122,25 @@ fn publish_lease(lease: &Lease, runtime: &Runtime, published: &mut Option<Instan
     }
 }
 
-/// SIGKILLs every running container at once and waits for them to be gone.
+/// SIGKILLs every running container at once and waits for them to be gone. A container
+/// whose record cannot be read cannot be signalled from here; it is reported, and the others
+/// are killed all the same (its shim kills it when it sees the lease lapse).
 async fn kill_running(fence: &Fence, runtime: &Runtime, why: &str) {
-    let running: Vec<ContainerId> = match runtime.list() {
-        Ok(list) => list
-            .into_iter()
-            .filter(|c| c.is_running())
-            .map(|c| c.id)
-            .collect(),
+    let (listed, unreadable) = match runtime.list_readable() {
+        Ok(readable) => readable,
         Err(e) => {
             tracing::error!(error = %e, "fenced but cannot list containers");
             return;
         }
     };
+    for (id, e) in unreadable {
+        tracing::error!(container = %id, error = %e, "fenced but cannot read the container's record");
+    }
+    let running: Vec<ContainerId> = listed
+        .into_iter()
+        .filter(|c| c.is_running())
+        .map(|c| c.id)
+        .collect();
     for id in &running {
         fence.record(id, why);
     }

@@ -65,6 +65,6 @@ pub use restart::{
     CRASH_LOOP_BACK_OFF,
 };
 pub use sandbox::{Sandbox, MAX_HOSTNAME_BYTES};
-pub use service::{Runtime, RuntimeConfig, MAX_LISTED};
+pub use service::{Readable, Runtime, RuntimeConfig, MAX_LISTED};
 pub use spec::{ContainerSpec, Resources, UserSpec, VolumeMount, MAX_NAME_BYTES, MAX_SPEC_ITEMS};
 pub use state::MAX_STATE_FILE_BYTES;

@@ -186,16 +186,35 @@ impl Runtime {
         &self,
         wanted: impl Fn(&ContainerId) -> bool,
     ) -> Result<Vec<ContainerStatus>, RuntimeError> {
-        let mut out = Vec::new();
+        let (listed, unreadable) = self.list_readable_where(wanted)?;
+        match unreadable.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(listed),
+        }
+    }
+
+    /// Every container whose record can be read, and apart from them those whose record
+    /// cannot (a corrupt state file, say), with the error: one bad record hides none of the
+    /// others. For whoever must act on every container it can (the fence).
+    pub fn list_readable(&self) -> Result<Readable, RuntimeError> {
+        self.list_readable_where(|_| true)
+    }
+
+    fn list_readable_where(
+        &self,
+        wanted: impl Fn(&ContainerId) -> bool,
+    ) -> Result<Readable, RuntimeError> {
+        let mut listed = Vec::new();
+        let mut unreadable = Vec::new();
         for id in self.container_ids()?.into_iter().filter(|id| wanted(id)) {
             match self.status(&id) {
-                Ok(status) => out.push(status),
+                Ok(status) => listed.push(status),
                 Err(RuntimeError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
                 Err(RuntimeError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+                Err(e) => unreadable.push((id, e)),
             }
         }
-        Ok(out)
+        Ok((listed, unreadable))
     }
 
     pub(crate) fn container_ids(&self) -> Result<Vec<ContainerId>, RuntimeError> {
@@ -210,6 +229,9 @@ impl Runtime {
         Ok(ids)
     }
 }
+
+/// Containers listed, and those whose record could not be read, with why.
+pub type Readable = (Vec<ContainerStatus>, Vec<(ContainerId, RuntimeError)>);
 
 /// The status of a container whose shim never ran.
 fn abandoned(id: &ContainerId) -> ContainerStatus {
