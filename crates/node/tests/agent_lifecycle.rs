@@ -275,3 +275,27 @@ async fn shutdown_with_stop_pods_leaves_nothing_running() {
     assert!(runtime.list().unwrap().is_empty());
     assert!(runtime.list_sandboxes().unwrap().is_empty());
 }
+
+/// An agent that died between making a sandbox directory and writing its record left a
+/// directory no pod owns: the next agent removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_sandbox_directory_is_removed() {
+    let world = World::new().await;
+    let runtime = world.agent().runtime().clone();
+    let dir = runtime
+        .config()
+        .state_dir
+        .join("sandboxes")
+        .join("pod-left-behind");
+    std::fs::create_dir_all(&dir).unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 3600);
+    std::fs::File::open(&dir)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dir.exists() {
+        assert!(Instant::now() < deadline, "{} still there", dir.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -270,3 +270,29 @@ async fn a_corrupt_record_hides_no_other_container_from_list_readable() {
     }
     assert!(fx.mounts().is_empty());
 }
+
+/// A sandbox directory that never got its record (the agent died between the two) counts as
+/// a sandbox once it is older than any creation takes, and is removed like one.
+#[tokio::test]
+async fn an_abandoned_sandbox_directory_is_listed_once_old_and_removed() {
+    let fx = Fixture::new(FixtureOptions::default());
+    let dir = fx.state_dir().join("sandboxes").join("pod-abandoned");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(
+        fx.runtime.sandbox_uids().unwrap().is_empty(),
+        "a creation may still be in progress"
+    );
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 3600);
+    std::fs::File::open(&dir)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    assert_eq!(fx.runtime.sandbox_uids().unwrap(), ["pod-abandoned"]);
+    assert!(
+        fx.runtime.list_sandboxes().unwrap().is_empty(),
+        "it has no record to show"
+    );
+    fx.runtime.remove_sandbox("pod-abandoned").await.unwrap();
+    assert!(!dir.exists());
+    assert!(fx.runtime.sandbox_uids().unwrap().is_empty());
+}

@@ -120,7 +120,9 @@ impl Runtime {
         Ok(sandbox_of(&dir, &record))
     }
 
-    /// The pod UIDs that have a sandbox record, sorted, without reading the records.
+    /// The pod UIDs that have a sandbox, sorted, without reading the records: a sandbox
+    /// record, or a directory that never got one and is older than any creation takes (its
+    /// agent died between the two), so that it is torn down rather than kept forever.
     pub fn sandbox_uids(&self) -> Result<Vec<String>, RuntimeError> {
         let root = self.config.state_dir.join("sandboxes");
         let mut uids: Vec<String> = std::fs::read_dir(&root)
@@ -128,13 +130,26 @@ impl Runtime {
             .take(MAX_LISTED)
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
             .filter(|uid| validate_name("pod uid", uid).is_ok())
-            .filter(|uid| root.join(uid).join("sandbox.json").is_file())
+            .filter(|uid| {
+                let dir = root.join(uid);
+                dir.join("sandbox.json").is_file() || self.creation_abandoned(&dir)
+            })
             .collect();
         uids.sort();
         Ok(uids)
     }
 
-    /// Every sandbox in the state directory, sorted by pod UID.
+    /// Whether `dir` was made longer ago than a sandbox creation may take.
+    fn creation_abandoned(&self, dir: &Path) -> bool {
+        let limit = self.config.helper_timeout + self.config.start_timeout;
+        std::fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > limit)
+    }
+
+    /// Every sandbox with a record in the state directory, sorted by pod UID.
     pub fn list_sandboxes(&self) -> Result<Vec<Sandbox>, RuntimeError> {
         let uids = self.sandbox_uids()?;
         let mut out = Vec::with_capacity(uids.len());
