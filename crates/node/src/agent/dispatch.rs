@@ -89,11 +89,11 @@ impl Dispatcher {
 
     /// One look at everything: hand out new orders, spawn and reap workers. A pass follows
     /// every change of the node's pods (the agent's own status writes included), so it lists
-    /// only the names of containers and sandboxes; a container's state is read only for the
-    /// pod whose worker is being started.
+    /// only the names of containers and sandboxes (and whether a container has its state yet);
+    /// a container's state is read only for the pod whose worker is being started.
     fn pass(&mut self, max_grace: Option<Duration>) {
         self.workers.retain(|_, w| !w.task.is_finished());
-        let container_ids = match self.ctx.runtime.container_ids() {
+        let container_ids = match self.ctx.runtime.listed_ids() {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list containers; pods are not reconciled");

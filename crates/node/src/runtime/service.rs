@@ -217,6 +217,15 @@ impl Runtime {
         Ok((listed, unreadable))
     }
 
+    /// The IDs [`Runtime::list`] would return, without reading their state: containers with a
+    /// state file, and those whose start was abandoned. One whose shim has not yet written its
+    /// state (a start in progress) is left out, as `list` leaves it out.
+    pub(crate) fn listed_ids(&self) -> Result<Vec<ContainerId>, RuntimeError> {
+        let mut ids = self.container_ids()?;
+        ids.retain(|id| self.container_paths(id).state().is_file() || self.start_abandoned(id));
+        Ok(ids)
+    }
+
     pub(crate) fn container_ids(&self) -> Result<Vec<ContainerId>, RuntimeError> {
         let dir = self.config.state_dir.join("containers");
         let mut ids: Vec<ContainerId> = fs::read_dir(&dir)
@@ -275,5 +284,30 @@ mod tests {
     fn runtime_is_shareable_between_tasks() {
         fn assert_sync<T: Send + Sync>() {}
         assert_sync::<Runtime>();
+    }
+
+    /// A dispatcher pass uses `listed_ids` instead of `list`: both must name the same
+    /// containers, leaving out a start whose shim has not written its state yet.
+    #[test]
+    fn listed_ids_name_what_list_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RuntimeConfig::new(dir.path(), Path::new("/bin/true"));
+        let runtime = Runtime::new(config).unwrap();
+        let make = |text: &str| {
+            let id = ContainerId::parse(text).unwrap();
+            fs::create_dir(runtime.container_paths(&id).dir).unwrap();
+            id
+        };
+        let starting = make("pod-a.c.0000000a");
+        let abandoned = make("pod-b.c.0000000b");
+        let long_ago = SystemTime::now() - Duration::from_secs(3 * 3600);
+        fs::File::open(runtime.container_paths(&abandoned).dir)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let listed: Vec<ContainerId> = runtime.list().unwrap().into_iter().map(|c| c.id).collect();
+        assert_eq!(listed, std::slice::from_ref(&abandoned));
+        assert_eq!(runtime.listed_ids().unwrap(), listed);
+        assert_eq!(runtime.container_ids().unwrap(), [starting, abandoned]);
     }
 }
