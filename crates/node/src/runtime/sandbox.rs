@@ -132,21 +132,11 @@ impl Runtime {
             .filter(|uid| validate_name("pod uid", uid).is_ok())
             .filter(|uid| {
                 let dir = root.join(uid);
-                dir.join("sandbox.json").is_file() || self.creation_abandoned(&dir)
+                dir.join("sandbox.json").is_file() || self.older_than_a_start(&dir)
             })
             .collect();
         uids.sort();
         Ok(uids)
-    }
-
-    /// Whether `dir` was made longer ago than a sandbox creation may take.
-    fn creation_abandoned(&self, dir: &Path) -> bool {
-        let limit = self.config.helper_timeout + self.config.start_timeout;
-        std::fs::metadata(dir)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > limit)
     }
 
     /// Every sandbox with a record in the state directory, sorted by pod UID.

@@ -160,8 +160,14 @@ impl Runtime {
     /// Whether a container directory without a state file is older than any start can
     /// take: its agent died before the shim ran.
     fn start_abandoned(&self, id: &ContainerId) -> bool {
+        self.older_than_a_start(&self.container_paths(id).dir)
+    }
+
+    /// Whether `path` was made (or last changed) longer ago than creating a sandbox or
+    /// starting a container may take: whatever made it and left it unfinished is gone.
+    pub(crate) fn older_than_a_start(&self, path: &Path) -> bool {
         let limit = self.config.start_timeout + self.config.helper_timeout;
-        fs::metadata(self.container_paths(id).dir)
+        fs::metadata(path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
