@@ -253,7 +253,8 @@ async fn a_corrupt_record_hides_no_other_container_from_list_readable() {
     std::fs::write(&record, b"{ not json").unwrap();
 
     assert!(fx.runtime.list().is_err(), "list refuses to guess");
-    let (listed, unreadable) = fx.runtime.list_readable().unwrap();
+    let flotilla_node::runtime::Readable { listed, unreadable } =
+        fx.runtime.list_readable().unwrap();
     let listed: Vec<_> = listed
         .into_iter()
         .map(|c| (c.id.clone(), c.is_running()))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::heartbeat::Lease;
-use crate::runtime::{ContainerId, Runtime};
+use crate::runtime::{ContainerId, Readable, Runtime};
 
 /// Containers remembered as killed by the fence (oldest forgotten first).
 pub const MAX_FENCE_NOTES: usize = 4096;
@@ -126,7 +126,7 @@ fn publish_lease(lease: &Lease, runtime: &Runtime, published: &mut Option<Instan
 /// whose record cannot be read cannot be signalled from here; it is reported, and the others
 /// are killed all the same (its shim kills it when it sees the lease lapse).
 async fn kill_running(fence: &Fence, runtime: &Runtime, why: &str) {
-    let (listed, unreadable) = match runtime.list_readable() {
+    let Readable { listed, unreadable } = match runtime.list_readable() {
         Ok(readable) => readable,
         Err(e) => {
             tracing::error!(error = %e, "fenced but cannot list containers");

@@ -192,10 +192,10 @@ impl Runtime {
         &self,
         wanted: impl Fn(&ContainerId) -> bool,
     ) -> Result<Vec<ContainerStatus>, RuntimeError> {
-        let (listed, unreadable) = self.list_readable_where(wanted)?;
-        match unreadable.into_iter().next() {
+        let readable = self.list_readable_where(wanted)?;
+        match readable.unreadable.into_iter().next() {
             Some((_, e)) => Err(e),
-            None => Ok(listed),
+            None => Ok(readable.listed),
         }
     }
 
@@ -220,7 +220,7 @@ impl Runtime {
                 Err(e) => unreadable.push((id, e)),
             }
         }
-        Ok((listed, unreadable))
+        Ok(Readable { listed, unreadable })
     }
 
     /// The IDs [`Runtime::list`] would return, without reading their state: containers with a
@@ -245,8 +245,14 @@ impl Runtime {
     }
 }
 
-/// Containers listed, and those whose record could not be read, with why.
-pub type Readable = (Vec<ContainerStatus>, Vec<(ContainerId, RuntimeError)>);
+/// What [`Runtime::list_readable`] found.
+#[derive(Debug)]
+pub struct Readable {
+    /// The containers whose record could be read.
+    pub listed: Vec<ContainerStatus>,
+    /// Those whose record could not, with why.
+    pub unreadable: Vec<(ContainerId, RuntimeError)>,
+}
 
 /// The status of a container whose shim never ran.
 fn abandoned(id: &ContainerId) -> ContainerStatus {
