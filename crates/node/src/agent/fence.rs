@@ -89,13 +89,14 @@ pub async fn run(fence: Arc<Fence>, lease: Arc<Lease>, runtime: Arc<Runtime>, st
                 "killed by the agent: no heartbeat accepted for {} ms, the node lease lapsed",
                 lease.duration().as_millis()
             );
-            if fence.set(true) {
+            let newly = fence.set(true);
+            if newly {
                 tracing::warn!(
                     lease_ms = lease.duration().as_millis() as u64,
                     "lease lapsed: stopping every container"
                 );
             }
-            kill_running(&fence, &runtime, &why).await;
+            kill_running(&fence, &runtime, &why, newly).await;
         }
         tokio::time::sleep(period).await;
     }
@@ -123,9 +124,10 @@ fn publish_lease(lease: &Lease, runtime: &Runtime, published: &mut Option<Instan
 }
 
 /// SIGKILLs every running container at once and waits for them to be gone. A container
-/// whose record cannot be read cannot be signalled from here; it is reported, and the others
+/// whose record cannot be read cannot be signalled from here; it is reported (as an error on
+/// the first look of a lapse, not on each of the looks every period after it), and the others
 /// are killed all the same (its shim kills it when it sees the lease lapse).
-async fn kill_running(fence: &Fence, runtime: &Runtime, why: &str) {
+async fn kill_running(fence: &Fence, runtime: &Runtime, why: &str, first_look: bool) {
     let Readable { listed, unreadable } = match runtime.list_readable() {
         Ok(readable) => readable,
         Err(e) => {
@@ -134,7 +136,11 @@ async fn kill_running(fence: &Fence, runtime: &Runtime, why: &str) {
         }
     };
     for (id, e) in unreadable {
-        tracing::error!(container = %id, error = %e, "fenced but cannot read the container's record");
+        if first_look {
+            tracing::error!(container = %id, error = %e, "fenced but cannot read the container's record");
+        } else {
+            tracing::debug!(container = %id, error = %e, "fenced but cannot read the container's record");
+        }
     }
     let running: Vec<ContainerId> = listed
         .into_iter()
