@@ -142,6 +142,74 @@ async fn containers_share_localhost_and_the_pod_is_reachable_over_the_bridge() {
 }
 
 #[tokio::test]
+async fn a_host_network_pod_serves_on_the_nodes_address_and_owns_only_its_ipc() {
+    let fx = Fixture::new(FixtureOptions { network: true });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let node_hostname = nix::unistd::gethostname().unwrap();
+    let sandbox = fx
+        .runtime
+        .create_host_network_sandbox("pod-host")
+        .await
+        .unwrap();
+    assert!(sandbox.host_network);
+    assert_eq!(sandbox.address, None, "no address of its own");
+    assert_eq!(
+        (fx.veths(), fx.allocated_ips()),
+        (0, 0),
+        "no CNI attachment"
+    );
+
+    let httpd = format!(
+        "mkdir -p /www && echo host-ok > /www/index.html && \
+         trap 'exit 0' TERM; httpd -f -p 127.0.0.1:{port} -h /www & wait"
+    );
+    let server = fx.start(&sandbox, "server", &httpd).await;
+    let on_node = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_http(on_node).await;
+    assert_eq!(fetch_body(on_node).await, "host-ok\n");
+    let hostname = format!("{}\n", node_hostname.to_string_lossy());
+    check_exec_stdout(&fx, &server, &["hostname"], &hostname).await;
+    // The node's network namespace, a private IPC namespace.
+    let host_ns = |kind: &str| {
+        let link = std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+        format!("{}\n", link.display())
+    };
+    check_exec_stdout(
+        &fx,
+        &server,
+        &["readlink", "/proc/self/ns/net"],
+        &host_ns("net"),
+    )
+    .await;
+    let ipc = ["readlink", "/proc/self/ns/ipc"].map(String::from);
+    let out = fx
+        .runtime
+        .exec(&server, &ipc, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let pod_ipc = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(pod_ipc.starts_with("ipc:["), "{out:?}");
+    assert_ne!(pod_ipc, host_ns("ipc"));
+    assert_eq!(
+        nix::unistd::gethostname().unwrap(),
+        node_hostname,
+        "the node kept its hostname"
+    );
+
+    fx.runtime
+        .stop(&server, Duration::from_secs(30))
+        .await
+        .unwrap();
+    fx.runtime.remove(&server).await.unwrap();
+    fx.runtime.remove_sandbox("pod-host").await.unwrap();
+    assert!(fx.mounts().iter().all(|m| !m.contains("sandboxes")));
+    assert_eq!((fx.veths(), fx.allocated_ips()), (0, 0));
+}
+
+#[tokio::test]
 async fn cni_del_is_idempotent_and_cleans_up_a_half_failed_add() {
     // Pods without a network of their own; the CNI client under test is separate.
     let fx = Fixture::new(FixtureOptions::default());
@@ -150,11 +218,21 @@ async fn cni_del_is_idempotent_and_cleans_up_a_half_failed_add() {
     let cni = Cni::new(config.clone()).unwrap();
     let first = fx.runtime.create_sandbox("pod-a", "a").await.unwrap();
     let second = fx.runtime.create_sandbox("pod-b", "b").await.unwrap();
+    let first_net = first
+        .namespaces
+        .net
+        .clone()
+        .expect("a pod network namespace");
+    let second_net = second
+        .namespaces
+        .net
+        .clone()
+        .expect("a pod network namespace");
 
-    let address = cni.add("pod-a", &first.namespaces.net).await.unwrap();
+    let address = cni.add("pod-a", &first_net).await.unwrap();
     assert!(address.ip.to_string().starts_with("198.18."), "{address:?}");
     assert_eq!(veths_on(&config.bridge), 1);
-    let full = cni.add("pod-b", &second.namespaces.net).await;
+    let full = cni.add("pod-b", &second_net).await;
     assert!(
         matches!(full, Err(NetworkError::PluginFailed { .. })),
         "{full:?}"
@@ -162,17 +240,15 @@ async fn cni_del_is_idempotent_and_cleans_up_a_half_failed_add() {
     assert_eq!(veths_on(&config.bridge), 1, "the failed ADD left no veth");
 
     for _ in 0..2 {
-        cni.del("pod-a", Some(&first.namespaces.net)).await.unwrap();
+        cni.del("pod-a", Some(&first_net)).await.unwrap();
         assert_eq!(veths_on(&config.bridge), 0);
     }
     cni.del("pod-a", None).await.unwrap();
     cni.del("never-added", None).await.unwrap();
     // The address is free again: the second pod gets it now.
-    let again = cni.add("pod-b", &second.namespaces.net).await.unwrap();
+    let again = cni.add("pod-b", &second_net).await.unwrap();
     assert_eq!(again.ip, address.ip);
-    cni.del("pod-b", Some(&second.namespaces.net))
-        .await
-        .unwrap();
+    cni.del("pod-b", Some(&second_net)).await.unwrap();
     for uid in ["pod-a", "pod-b"] {
         fx.runtime.remove_sandbox(uid).await.unwrap();
     }

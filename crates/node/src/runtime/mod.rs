@@ -8,16 +8,19 @@
 //! - `service` — [`Runtime`], [`RuntimeConfig`], state-directory layout, `status`, `list`;
 //!   `lifecycle` — `start_container`, `stop`, `remove`; `sandbox` — [`Sandbox`] create and
 //!   remove; `exec` — `exec`; `logs` — `logs`.
-//! - `shim/` — the helper processes (`__shim run|exec|sandbox|cleanup`), the only code that
-//!   calls libcontainer; `helper` — spawning them and waiting on pidfds.
+//! - `shim/` — the helper processes (`__shim run|exec|cleanup`), the only code that calls
+//!   libcontainer; `helper` — spawning them and waiting on pidfds; `podns` — creating and
+//!   pinning a pod's own namespaces on a short-lived agent thread.
 //! - `spec` — [`ContainerSpec`]; `oci` — the OCI spec built from it (pure); `cgroups` — v1/v2
 //!   paths and OOM counters; `state` — on-disk records; `procs` — pid + start-time identity;
 //!   `container` — reported status (pure); `logfile` — CRI log format; `mounts` — mount table.
 //! - `probe` — [`ProbeState`] (pure); `probe_exec` — probe IO; `restart` — restart policy
 //!   and backoff (pure).
 //!
-//! Architecture invariant: no libcontainer call, `clone`, `setns` or `unshare` happens in the
-//! agent process; only shims and helpers (fresh single-threaded processes) do them.
+//! Architecture invariant: no libcontainer call, `clone` or `setns` happens in the agent
+//! process; only shims and helpers (fresh single-threaded processes) do them. The one
+//! `unshare` in the agent (network, IPC and UTS only, which move just the calling thread) runs
+//! on a thread spawned for it that exits right after (`podns`).
 //! Architecture invariant: only a container's shim writes its `state.json`, always by rename.
 //! Architecture invariant: a directory is never deleted while something is mounted below it.
 
@@ -33,6 +36,7 @@ mod logfile;
 mod logs;
 pub(crate) mod mounts;
 mod oci;
+mod podns;
 mod probe;
 mod probe_exec;
 mod procs;

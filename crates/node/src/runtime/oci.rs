@@ -74,12 +74,13 @@ pub const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-/// Paths of the pod's namespaces, shared by all its containers.
+/// Paths of the pod's namespaces, shared by all its containers. `None`: the container
+/// shares the node's namespace of that kind (a host-network pod's network and UTS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodNamespaces {
-    pub net: PathBuf,
+    pub net: Option<PathBuf>,
     pub ipc: PathBuf,
-    pub uts: PathBuf,
+    pub uts: Option<PathBuf>,
 }
 
 /// Everything the OCI spec of one container is made of.
@@ -132,7 +133,7 @@ pub(crate) fn build_spec(input: &OciInput) -> Result<Spec, RuntimeError> {
         .readonly(false)
         .build()
         .map_err(oci_error)?;
-    SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .process(process)
         .root(root)
@@ -140,7 +141,12 @@ pub(crate) fn build_spec(input: &OciInput) -> Result<Spec, RuntimeError> {
         .mounts(mounts(input.mounts, input.cgroup_namespace)?)
         .linux(linux(input)?)
         .build()
-        .map_err(oci_error)
+        .map_err(oci_error)?;
+    if input.namespaces.uts.is_none() {
+        // In the node's UTS namespace a hostname would rename the node.
+        spec.set_hostname(None);
+    }
+    Ok(spec)
 }
 
 fn validate_input(input: &OciInput) -> Result<(), RuntimeError> {
@@ -340,13 +346,19 @@ fn linux(input: &OciInput) -> Result<oci_spec::runtime::Linux, RuntimeError> {
         .build()
         .map_err(oci_error)
     };
+    let pod = &input.namespaces;
     let mut namespaces = vec![
         ns(LinuxNamespaceType::Pid, None)?,
         ns(LinuxNamespaceType::Mount, None)?,
-        ns(LinuxNamespaceType::Network, Some(&input.namespaces.net))?,
-        ns(LinuxNamespaceType::Ipc, Some(&input.namespaces.ipc))?,
-        ns(LinuxNamespaceType::Uts, Some(&input.namespaces.uts))?,
+        ns(LinuxNamespaceType::Ipc, Some(&pod.ipc))?,
     ];
+    // A namespace left out of the list is the shim's, which is the node's.
+    if let Some(net) = &pod.net {
+        namespaces.push(ns(LinuxNamespaceType::Network, Some(net))?);
+    }
+    if let Some(uts) = &pod.uts {
+        namespaces.push(ns(LinuxNamespaceType::Uts, Some(uts))?);
+    }
     if input.cgroup_namespace {
         namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
     }
@@ -465,9 +477,9 @@ mod tests {
 
     fn namespaces() -> PodNamespaces {
         PodNamespaces {
-            net: "/run/pod/net".into(),
+            net: Some("/run/pod/net".into()),
             ipc: "/run/pod/ipc".into(),
-            uts: "/run/pod/uts".into(),
+            uts: Some("/run/pod/uts".into()),
         }
     }
 
@@ -478,7 +490,18 @@ mod tests {
         resources: Resources,
         mounts: &[VolumeMount],
     ) -> Result<Spec, RuntimeError> {
-        let (argv, env, ns) = (strings(argv), strings(env), namespaces());
+        spec_in(&namespaces(), argv, env, resources, mounts)
+    }
+
+    /// [`spec_of`] in the namespaces `ns`.
+    fn spec_in(
+        ns: &PodNamespaces,
+        argv: &[&str],
+        env: &[&str],
+        resources: Resources,
+        mounts: &[VolumeMount],
+    ) -> Result<Spec, RuntimeError> {
+        let (argv, env) = (strings(argv), strings(env));
         let user = UserSpec {
             uid: 1000,
             gid: 1000,
@@ -493,7 +516,7 @@ mod tests {
             mounts,
             rootfs: Path::new("/var/lib/c/rootfs"),
             hostname: "web-0",
-            namespaces: &ns,
+            namespaces: ns,
             cgroups_path: Path::new("/flotilla/pod/c"),
             cgroup_namespace: false,
             nofile_limit: NOFILE_LIMIT,
@@ -530,24 +553,50 @@ mod tests {
         check_cpu(Some(1_000_000), None, Some(262_144), None);
     }
 
-    #[test]
-    fn namespaces_are_own_pid_and_mount_and_the_pods_net_ipc_uts() {
-        let spec = spec_of(&["/bin/sh"], &[], Resources::default(), &[]).unwrap();
+    fn namespaces_of(spec: &Spec) -> Vec<(LinuxNamespaceType, Option<PathBuf>)> {
         let linux = spec.linux().as_ref().unwrap();
-        let got: Vec<(LinuxNamespaceType, Option<PathBuf>)> = linux
+        linux
             .namespaces()
             .as_ref()
             .unwrap()
             .iter()
             .map(|n| (n.typ(), n.path().clone()))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_host_network_pod_shares_the_nodes_network_and_uts_and_sets_no_hostname() {
+        let ns = PodNamespaces {
+            net: None,
+            ipc: "/run/pod/ipc".into(),
+            uts: None,
+        };
+        let spec = spec_in(&ns, &["/bin/sh"], &[], Resources::default(), &[]).unwrap();
         assert_eq!(
-            got,
+            namespaces_of(&spec),
             vec![
                 (LinuxNamespaceType::Pid, None),
                 (LinuxNamespaceType::Mount, None),
-                (LinuxNamespaceType::Network, Some("/run/pod/net".into())),
                 (LinuxNamespaceType::Ipc, Some("/run/pod/ipc".into())),
+            ]
+        );
+        assert_eq!(spec.hostname(), &None, "would rename the node");
+        let env = spec.process().as_ref().unwrap().env().clone().unwrap();
+        assert!(env.contains(&"HOSTNAME=web-0".to_string()), "{env:?}");
+    }
+
+    #[test]
+    fn namespaces_are_own_pid_and_mount_and_the_pods_net_ipc_uts() {
+        let spec = spec_of(&["/bin/sh"], &[], Resources::default(), &[]).unwrap();
+        assert_eq!(spec.hostname().as_deref(), Some("web-0"));
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(
+            namespaces_of(&spec),
+            vec![
+                (LinuxNamespaceType::Pid, None),
+                (LinuxNamespaceType::Mount, None),
+                (LinuxNamespaceType::Ipc, Some("/run/pod/ipc".into())),
+                (LinuxNamespaceType::Network, Some("/run/pod/net".into())),
                 (LinuxNamespaceType::Uts, Some("/run/pod/uts".into())),
             ]
         );

@@ -1,12 +1,13 @@
 //! Pod sandboxes: the network, IPC and UTS namespaces a pod's containers share, pinned as
-//! bind-mounted nsfs files (no pause process), plus the pod's CNI attachment and cgroup.
+//! bind-mounted nsfs files (no pause process), plus the pod's CNI attachment and cgroup. A
+//! host-network pod (`hostNetwork: true`) owns only its IPC namespace: its containers use the
+//! node's network and UTS namespaces, and it has no CNI attachment.
 //!
 //! Sandbox directory `<state_dir>/sandboxes/<pod-uid>/`: `net`, `ipc`, `uts` (the pinned
-//! namespaces) and `sandbox.json` ([`SandboxRecord`]). Teardown runs CNI DEL, unmounts the
-//! namespaces, removes the pod cgroup and the directory; it is idempotent and also undoes a
-//! half-finished creation.
+//! namespaces; `ipc` alone for a host-network pod) and `sandbox.json` ([`SandboxRecord`]).
+//! Teardown runs CNI DEL (not for a host-network pod), unmounts the namespaces, removes the
+//! pod cgroup and the directory; it is idempotent and also undoes a half-finished creation.
 
-use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -15,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroups;
 use super::error::{IoContext, RuntimeError};
-use super::helper::run_helper;
 use super::mounts::{remove_dir_safely, unmount};
 use super::oci::PodNamespaces;
+use super::podns::{self, Kind};
 use super::service::{Runtime, MAX_LISTED};
 use super::spec::validate_name;
 use super::state::{read_json, write_json_atomic};
@@ -33,8 +34,11 @@ pub struct Sandbox {
     pub hostname: String,
     pub dir: PathBuf,
     pub namespaces: PodNamespaces,
-    /// The pod's IP on the node network; `None` without a network config.
+    /// The pod's IP on the node network; `None` without a network config and for a
+    /// host-network pod (whose address is the node's).
     pub address: Option<PodAddress>,
+    /// The pod uses the node's network and UTS namespaces.
+    pub host_network: bool,
 }
 
 /// `sandbox.json`.
@@ -45,6 +49,9 @@ struct SandboxRecord {
     ip: Option<Ipv4Addr>,
     prefix_len: Option<u8>,
     gateway: Option<Ipv4Addr>,
+    /// Absent in records written before host-network pods existed: false.
+    #[serde(default)]
+    host_network: bool,
 }
 
 impl Runtime {
@@ -59,8 +66,28 @@ impl Runtime {
         pod_uid: &str,
         hostname: &str,
     ) -> Result<Sandbox, RuntimeError> {
-        validate_name("pod uid", pod_uid)?;
         validate_hostname(hostname)?;
+        self.create_sandbox_of(pod_uid, hostname.to_string(), false)
+            .await
+    }
+
+    /// Creates the sandbox of a host-network pod: its own IPC namespace, the node's network
+    /// and UTS namespaces (so the node's hostname), no CNI attachment.
+    pub async fn create_host_network_sandbox(
+        &self,
+        pod_uid: &str,
+    ) -> Result<Sandbox, RuntimeError> {
+        self.create_sandbox_of(pod_uid, node_hostname()?, true)
+            .await
+    }
+
+    async fn create_sandbox_of(
+        &self,
+        pod_uid: &str,
+        hostname: String,
+        host_network: bool,
+    ) -> Result<Sandbox, RuntimeError> {
+        validate_name("pod uid", pod_uid)?;
         let dir = self.sandbox_dir(pod_uid);
         match std::fs::create_dir(&dir) {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -72,10 +99,11 @@ impl Runtime {
         }
         let mut record = SandboxRecord {
             pod_uid: pod_uid.to_string(),
-            hostname: hostname.to_string(),
+            hostname,
             ip: None,
             prefix_len: None,
             gateway: None,
+            host_network,
         };
         let created = self.populate_sandbox(&dir, &mut record).await;
         if let Err(e) = created {
@@ -92,10 +120,10 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         let record_path = dir.join("sandbox.json");
         write_json_atomic(&record_path, record)?;
-        let args = [OsString::from(dir), OsString::from(&record.hostname)];
+        let kinds = owned_kinds(record.host_network);
         let timeout = self.config.helper_timeout;
-        run_helper(&self.config.shim_path, "sandbox", &args, timeout).await?;
-        if let Some(cni) = &self.cni {
+        podns::create(dir, kinds, &record.hostname, timeout).await?;
+        if let (Some(cni), false) = (&self.cni, record.host_network) {
             let address = cni.add(&record.pod_uid, &dir.join("net")).await?;
             record.ip = Some(address.ip);
             record.prefix_len = Some(address.prefix_len);
@@ -177,7 +205,10 @@ impl Runtime {
         let dir = self.sandbox_dir(pod_uid);
         let net = dir.join("net");
         let mut first_error = None;
-        if let Some(cni) = &self.cni {
+        // A record that cannot be read does not prove the pod had no attachment: DEL anyway.
+        let host_network = read_json::<SandboxRecord>(&dir.join("sandbox.json"))
+            .is_ok_and(|record| record.host_network);
+        if let (Some(cni), false) = (&self.cni, host_network) {
             if dir.exists() {
                 let netns = is_pinned_namespace(&net).then_some(net.as_path());
                 if let Err(e) = cni.del(pod_uid, netns).await {
@@ -185,8 +216,8 @@ impl Runtime {
                 }
             }
         }
-        for kind in super::shim::POD_NAMESPACES {
-            if let Err(e) = unmount(&dir.join(kind)) {
+        for kind in Kind::ALL {
+            if let Err(e) = unmount(&dir.join(kind.name())) {
                 first_error.get_or_insert(e);
             }
         }
@@ -201,6 +232,25 @@ impl Runtime {
     }
 }
 
+/// The namespaces a pod owns (the rest are the node's).
+fn owned_kinds(host_network: bool) -> &'static [Kind] {
+    if host_network {
+        &[Kind::Ipc]
+    } else {
+        &Kind::ALL
+    }
+}
+
+/// The node's hostname, which a host-network pod's containers see.
+fn node_hostname() -> Result<String, RuntimeError> {
+    nix::unistd::gethostname()
+        .map(|name| name.to_string_lossy().into_owned())
+        .map_err(|e| RuntimeError::Helper {
+            mode: "sandbox",
+            message: format!("reading the node's hostname: {e}"),
+        })
+}
+
 fn sandbox_of(dir: &Path, record: &SandboxRecord) -> Sandbox {
     let address = record.ip.map(|ip| PodAddress {
         ip,
@@ -212,11 +262,12 @@ fn sandbox_of(dir: &Path, record: &SandboxRecord) -> Sandbox {
         hostname: record.hostname.clone(),
         dir: dir.to_path_buf(),
         namespaces: PodNamespaces {
-            net: dir.join("net"),
+            net: (!record.host_network).then(|| dir.join("net")),
             ipc: dir.join("ipc"),
-            uts: dir.join("uts"),
+            uts: (!record.host_network).then(|| dir.join("uts")),
         },
         address,
+        host_network: record.host_network,
     }
 }
 

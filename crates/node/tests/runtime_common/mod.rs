@@ -28,9 +28,9 @@ use tempfile::TempDir;
 pub const SHIM: &str = env!("CARGO_BIN_EXE_flotilla-node-shim");
 pub const IMAGE: &str = "busybox:test";
 /// Busybox applets linked into the image.
-const APPLETS: [&str; 23] = [
+const APPLETS: [&str; 24] = [
     "sh", "echo", "sleep", "cat", "head", "tail", "dd", "httpd", "wget", "true", "false", "ls",
-    "mkdir", "hostname", "env", "id", "kill", "ps", "yes", "seq", "grep", "wc", "ip",
+    "mkdir", "hostname", "env", "id", "kill", "ps", "yes", "seq", "grep", "wc", "ip", "readlink",
 ];
 /// Longest any test waits for a container to reach a state.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(60);

@@ -6,8 +6,6 @@
 //!   the container, logs its output, reaps it, records its exit; outlives the agent;
 //! - `exec <container-dir> <timeout-ms> <result-file> <argv…>` — runs a command inside a
 //!   running container ([`exec`]);
-//! - `sandbox <sandbox-dir> <hostname>` — creates a pod's network, IPC and UTS namespaces
-//!   ([`sandbox`]);
 //! - `cleanup <container-dir>` — removes what a dead shim left (cgroup, libcontainer state).
 //!
 //! Architecture invariant: no mode panics on bad input; errors go to the state file, the
@@ -16,13 +14,11 @@
 mod cleanup;
 mod exec;
 mod run;
-mod sandbox;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub(crate) use exec::ExecResult;
-pub(crate) use sandbox::POD_NAMESPACES;
 
 /// The hidden argument that selects shim mode in the agent binary.
 pub const SHIM_ARG: &str = "__shim";
@@ -56,10 +52,9 @@ fn dispatch(args: &[OsString]) -> i32 {
     match (mode, path(1)) {
         ("run", Some(dir)) if args.len() == 2 => run::main(&dir),
         ("cleanup", Some(dir)) if args.len() == 2 => cleanup::main(&dir),
-        ("sandbox", Some(dir)) if args.len() == 3 => sandbox::main(&dir, &args[2]),
         ("exec", Some(dir)) if args.len() >= 5 => exec::main(&dir, &args[2..]),
         _ => {
-            eprintln!("usage: {SHIM_ARG} run|cleanup|sandbox|exec …");
+            eprintln!("usage: {SHIM_ARG} run|cleanup|exec …");
             EXIT_USAGE
         }
     }
