@@ -88,6 +88,49 @@ async fn a_bound_pod_runs_and_serves_on_its_pod_ip() {
     assert_eq!(later, settled, "status rewritten without a change");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_network_pod_serves_on_the_nodes_address() {
+    let world = World::new().await;
+    world.wait_node_ready().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let script = format!("trap 'exit 0' TERM; httpd -f -p 127.0.0.1:{port} -h /www & wait");
+    let mut object = pod("edge", &world.node, &script);
+    object["spec"]["hostNetwork"] = json!(true);
+    object["spec"]["containers"][0]["ports"] = json!([{"containerPort": port}]);
+    object["spec"]["containers"][0]["readinessProbe"] =
+        json!({"tcpSocket": {"port": port}, "periodSeconds": 1});
+    world.api.apply(&object).await;
+    let pod = world
+        .api
+        .wait_pod("edge", "Running and Ready", |p| {
+            phase_is(p, "Running") && condition_is(p, "Ready", "True")
+        })
+        .await;
+    let status = pod.status.as_ref().unwrap();
+    assert_eq!(
+        (status.pod_ip.as_str(), status.host_ip.as_str()),
+        ("127.0.0.1", "127.0.0.1"),
+        "the pod's address is the node's"
+    );
+    let container_port = &pod.spec.containers[0].ports[0];
+    assert_eq!(container_port.host_port, Some(i32::from(port)), "defaulted");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + agent_common::WAIT_LIMIT;
+    while http_get_status(addr, "/index.html", Duration::from_secs(1)).await != Some(200) {
+        assert!(Instant::now() < deadline, "httpd never answered on {addr}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    world.api.delete_pod("edge", None).await;
+    world.api.wait_pod_gone("edge").await;
+    assert!(
+        std::net::TcpListener::bind(addr).is_ok(),
+        "the node's port is free once the pod is gone"
+    );
+}
+
 /// Applies a pod with `policy` running `script`, then waits until `done` holds.
 async fn check_policy(
     world: &World,

@@ -45,6 +45,12 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
         .get_or_insert(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS);
     for container in &mut spec.containers {
         default_container(container);
+        if spec.host_network {
+            // As Kubernetes: on the node's network a container port is a host port.
+            for port in &mut container.ports {
+                port.host_port.get_or_insert(port.container_port);
+            }
+        }
     }
 }
 

@@ -34,6 +34,14 @@ fn pod_defaults() {
 }
 
 #[test]
+fn a_host_network_pods_container_ports_become_host_ports() {
+    check(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {hostNetwork: true, restartPolicy: Never, terminationGracePeriodSeconds: 1, containers: [{name: c, image: i, ports: [{containerPort: 80}, {containerPort: 53, hostPort: 53, protocol: UDP}]}]}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\nspec: {hostNetwork: true, restartPolicy: Never, terminationGracePeriodSeconds: 1, containers: [{name: c, image: i, ports: [{containerPort: 80, hostPort: 80, protocol: TCP}, {containerPort: 53, hostPort: 53, protocol: UDP}]}]}\n",
+    );
+}
+
+#[test]
 fn explicit_values_are_kept() {
     check(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\nspec: {restartPolicy: OnFailure, terminationGracePeriodSeconds: 0, containers: [{name: c, image: i}]}\n",

@@ -96,6 +96,9 @@ fn container_rules() {
             "spec.containers[0].ports[1].hostPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
             "spec.containers[0].ports[2].name: Duplicate value: \"http\"",
         ]),
+        (pod("    ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 81, hostPort: 81}, {containerPort: 82}]\n", "  hostNetwork: true\n"), &[
+            "spec.containers[0].ports[0].hostPort: Invalid value: 8080: must match `containerPort` when `hostNetwork` is true",
+        ]),
         (pod("    ports: [{containerPort: 80, name: web--http}]\n", ""), &[
             "spec.containers[0].ports[0].name: Invalid value: \"web--http\": must not contain consecutive hyphens",
         ]),

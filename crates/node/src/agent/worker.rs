@@ -241,12 +241,13 @@ impl PodWorker {
         if self.sandbox_retry_at.is_some_and(|at| Instant::now() < at) {
             return self.sandbox_retry_at;
         }
-        let created = match self
-            .ctx
-            .runtime
-            .create_sandbox(&self.uid, &hostname_of(pod))
-            .await
-        {
+        let runtime = &self.ctx.runtime;
+        let created = if pod.spec.host_network {
+            runtime.create_host_network_sandbox(&self.uid).await
+        } else {
+            runtime.create_sandbox(&self.uid, &hostname_of(pod)).await
+        };
+        let created = match created {
             Err(RuntimeError::SandboxExists { .. }) => self.ctx.runtime.sandbox(&self.uid),
             other => other,
         };
@@ -378,13 +379,18 @@ impl PodWorker {
         }
     }
 
+    /// The pod's address: the node's for a host-network pod, else the one CNI gave it.
+    fn pod_ip(&self) -> Option<IpAddr> {
+        let sandbox = self.sandbox.as_ref()?;
+        if sandbox.host_network {
+            return Some(self.ctx.node_ip);
+        }
+        sandbox.address.map(|a| a.ip.into())
+    }
+
     /// Starts the liveness and readiness probes of a newly seen running instance.
     fn ensure_probes(&mut self, c: &Container, started_at: SystemTime) {
-        let pod_ip: Option<IpAddr> = self
-            .sandbox
-            .as_ref()
-            .and_then(|s| s.address)
-            .map(|a| a.ip.into());
+        let pod_ip = self.pod_ip();
         let Some(record) = self.records.get_mut(&c.name) else {
             return;
         };
@@ -486,12 +492,7 @@ impl PodWorker {
             containers,
             restart_policy: pod.spec.restart_policy(),
             host_ip: self.ctx.node_ip.to_string(),
-            pod_ip: self
-                .sandbox
-                .as_ref()
-                .and_then(|s| s.address)
-                .map(|a| a.ip.to_string())
-                .unwrap_or_default(),
+            pod_ip: self.pod_ip().map(|ip| ip.to_string()).unwrap_or_default(),
             problem: self.problem.clone(),
         }
     }

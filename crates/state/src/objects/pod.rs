@@ -50,6 +50,11 @@ pub struct PodSpec {
     pub tolerations: Vec<Toleration>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+    /// Run in the node's network (and UTS) namespace: the pod's IP and hostname are the
+    /// node's, and each container port is a port of the node (defaulting makes it a hostPort,
+    /// so two such pods never share a node).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
 }
 
 impl PodSpec {

@@ -18,6 +18,9 @@ pub(crate) fn validate_pod_spec(spec: &PodSpec, path: &Path<'_>, errors: &mut Er
         &path.field("containers"),
         errors,
     );
+    if spec.host_network {
+        validate_host_network_ports(spec, &path.field("containers"), errors);
+    }
     if let Some(seconds) = spec.termination_grace_period_seconds {
         errors.non_negative(&path.field("terminationGracePeriodSeconds"), seconds);
     }
@@ -36,6 +39,27 @@ pub(crate) fn validate_pod_spec(spec: &PodSpec, path: &Path<'_>, errors: &mut Er
     }
     if let Some(affinity) = &spec.affinity {
         validate_affinity(affinity, &path.field("affinity"), errors);
+    }
+}
+
+/// On the node's network a container listens on the node's port of the same number.
+fn validate_host_network_ports(spec: &PodSpec, path: &Path<'_>, errors: &mut Errors) {
+    for (i, container) in spec.containers.iter().enumerate() {
+        let at = path.index(i);
+        let ports = at.field("ports");
+        for (j, port) in container.ports.iter().enumerate() {
+            match port.host_port {
+                Some(host_port) if host_port != port.container_port => {
+                    let at = ports.index(j);
+                    errors.invalid(
+                        &at.field("hostPort"),
+                        host_port,
+                        "must match `containerPort` when `hostNetwork` is true",
+                    );
+                }
+                _ => {}
+            }
+        }
     }
 }
 
