@@ -462,3 +462,84 @@ async fn cpu_and_memory_limits_reach_the_cgroup() {
     fx.runtime.remove(&id).await.unwrap();
     fx.runtime.remove_sandbox(&sandbox.pod_uid).await.unwrap();
 }
+
+/// The command line of process `pid`, arguments separated by spaces.
+fn command_line(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw).replace('\0', " ")
+}
+
+/// Pids whose command line is a shim running the container `id`.
+fn shims_of(fx: &Fixture, id: &flotilla_node::runtime::ContainerId) -> Vec<u32> {
+    let wanted = format!(
+        "__shim run {} ",
+        fx.state_dir()
+            .join("containers")
+            .join(id.as_str())
+            .display()
+    );
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| command_line(*pid).contains(&wanted))
+        .collect()
+}
+
+#[tokio::test]
+async fn shims_are_forked_by_a_zygote_and_exec_takes_over_when_it_dies() {
+    const IDLE: &str = "trap 'exit 0' TERM; sleep 1000 & wait";
+    let fx = Fixture::new(FixtureOptions::default());
+    let sandbox = fx.runtime.create_sandbox(&pod_uid(), "zyg").await.unwrap();
+    assert_eq!(fx.runtime.zygote_pid().await, None, "started on first use");
+
+    let forked = fx.start(&sandbox, "forked", IDLE).await;
+    let zygote = fx.runtime.zygote_pid().await.expect("a zygote runs");
+    assert!(command_line(zygote).contains("__shim zygote"), "{zygote}");
+    // The forked shim shows its own command line, as an exec'd one would.
+    assert_eq!(shims_of(&fx, &forked).len(), 1, "one shim of {forked}");
+    assert!(fx.runtime.status(&forked).unwrap().is_running());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let execd = fx.start(&sandbox, "execd", IDLE).await;
+    assert!(fx.runtime.status(&execd).unwrap().is_running());
+    assert_eq!(
+        fx.runtime.zygote_pid().await,
+        None,
+        "a failed zygote is dropped, not retried at once"
+    );
+    assert_eq!(shims_of(&fx, &execd).len(), 1);
+    assert!(
+        fx.runtime.status(&forked).unwrap().is_running(),
+        "the zygote's death touches no running shim"
+    );
+
+    for id in [&forked, &execd] {
+        fx.runtime.stop(id, Duration::from_secs(30)).await.unwrap();
+        fx.runtime.remove(id).await.unwrap();
+    }
+    fx.runtime.remove_sandbox(&sandbox.pod_uid).await.unwrap();
+    assert_eq!(fx.processes(), 0);
+
+    let exec_only = Fixture::new(FixtureOptions {
+        no_zygote: true,
+        ..Default::default()
+    });
+    let sandbox = exec_only
+        .runtime
+        .create_sandbox(&pod_uid(), "plain")
+        .await
+        .unwrap();
+    let id = exec_only.start(&sandbox, "main", IDLE).await;
+    assert!(exec_only.runtime.status(&id).unwrap().is_running());
+    assert_eq!(exec_only.runtime.zygote_pid().await, None);
+    exec_only
+        .runtime
+        .stop(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
+}

@@ -73,7 +73,10 @@ async fn cycle(fx: &Fixture, n: usize) {
 
 #[tokio::test]
 async fn churn_leaves_no_trace() {
-    let fx = Fixture::new(FixtureOptions { network: true });
+    let fx = Fixture::new(FixtureOptions {
+        network: true,
+        ..Default::default()
+    });
     cycle(&fx, 0).await;
     let before = footprint(&fx);
     assert_eq!((before.veths, before.processes, before.mounts), (0, 0, 0));

@@ -66,7 +66,10 @@ async fn check_probe(fx: &Fixture, id: &ContainerId, ip: IpAddr, action: ProbeAc
 
 #[tokio::test]
 async fn containers_share_localhost_and_the_pod_is_reachable_over_the_bridge() {
-    let fx = Fixture::new(FixtureOptions { network: true });
+    let fx = Fixture::new(FixtureOptions {
+        network: true,
+        ..Default::default()
+    });
     let sandbox = fx.runtime.create_sandbox("pod-net", "web-0").await.unwrap();
     let address = sandbox.address.expect("the pod got an address");
     let subnet = fx.subnet.clone().unwrap();
@@ -143,7 +146,10 @@ async fn containers_share_localhost_and_the_pod_is_reachable_over_the_bridge() {
 
 #[tokio::test]
 async fn a_host_network_pod_serves_on_the_nodes_address_and_owns_only_its_ipc() {
-    let fx = Fixture::new(FixtureOptions { network: true });
+    let fx = Fixture::new(FixtureOptions {
+        network: true,
+        ..Default::default()
+    });
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()

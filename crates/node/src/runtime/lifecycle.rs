@@ -4,14 +4,17 @@
 //! libcontainer itself only ever runs in shim processes.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::unix::pipe::Receiver;
 use tokio::process::Command;
 
 use super::cgroups;
@@ -107,36 +110,57 @@ impl Runtime {
         write_json_atomic(&paths.shim_spec(), &shim_spec)
     }
 
-    /// Spawns `<shim> __shim run <dir>` and waits for its handshake line.
+    /// Starts `<shim> __shim run <dir>` (forked by the zygote, else exec'd) and waits for its
+    /// handshake line.
     async fn spawn_shim(
         &self,
         id: &ContainerId,
         paths: &ContainerPaths,
     ) -> Result<(), RuntimeError> {
         let shim_err = File::create(paths.shim_err()).ctx("creating", &paths.shim_err())?;
-        let mut child = Command::new(&self.config.shim_path)
-            .arg(SHIM_ARG)
-            .arg("run")
-            .arg(&paths.dir)
-            .current_dir(&paths.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(shim_err)
-            .spawn()
-            .map_err(|e| RuntimeError::io("spawning shim", &self.config.shim_path, e))?;
-        let stdout = child.stdout.take();
+        let (handshake_read, handshake_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(|e| RuntimeError::io("creating a pipe", &paths.dir, e.into()))?;
+        let args = [OsStr::new("run"), paths.dir.as_os_str()];
+        let forked = match &self.zygote {
+            Some(zygote) => zygote
+                .spawn(&paths.dir, &args, handshake_write.as_fd(), shim_err.as_fd())
+                .await
+                .map_err(
+                    |e| tracing::warn!(container = %id, error = %e, "starting the shim by exec"),
+                ),
+            None => Err(()),
+        };
+        let mut exec_child = None;
+        if forked.is_err() {
+            let child = Command::new(&self.config.shim_path)
+                .arg(SHIM_ARG)
+                .args(args)
+                .current_dir(&paths.dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(handshake_write))
+                .stderr(shim_err)
+                .spawn()
+                .map_err(|e| RuntimeError::io("spawning shim", &self.config.shim_path, e))?;
+            exec_child = Some(child);
+        } else {
+            // Only the shim holds the write end now: its exit ends our read.
+            drop(handshake_write);
+        }
         let handshake = async {
             let mut line = String::new();
-            if let Some(stdout) = stdout {
-                let mut reader = BufReader::new(stdout.take(MAX_HANDSHAKE_BYTES));
+            if let Ok(pipe) = Receiver::from_owned_fd(handshake_read) {
+                let mut reader = BufReader::new(pipe.take(MAX_HANDSHAKE_BYTES));
                 let _ = reader.read_line(&mut line).await;
             }
             line
         };
         let timeout = self.config.start_timeout;
         let line = tokio::time::timeout(timeout, handshake).await;
-        // The first shim process exits right after forking the real shim: reap it.
-        let _ = child.wait().await;
+        // The first shim process exits right after forking the real shim: reap it (the
+        // zygote reaps the ones it forked).
+        if let Some(mut child) = exec_child {
+            let _ = child.wait().await;
+        }
         let line = line.map_err(|_| RuntimeError::Timeout {
             what: format!("start of container {id}"),
             waited_ms: timeout.as_millis() as u64,

@@ -10,7 +10,8 @@
 //!   remove; `exec` — `exec`; `logs` — `logs`.
 //! - `shim/` — the helper processes (`__shim run|exec|cleanup`), the only code that calls
 //!   libcontainer; `helper` — spawning them and waiting on pidfds; `podns` — creating and
-//!   pinning a pod's own namespaces on a short-lived agent thread.
+//!   pinning a pod's own namespaces on a short-lived agent thread; `zygote` — the agent's end
+//!   of the process that forks container shims.
 //! - `spec` — [`ContainerSpec`]; `oci` — the OCI spec built from it (pure); `cgroups` — v1/v2
 //!   paths and OOM counters; `state` — on-disk records; `procs` — pid + start-time identity;
 //!   `container` — reported status (pure); `logfile` — CRI log format; `mounts` — mount table.
@@ -46,6 +47,7 @@ mod service;
 pub mod shim;
 mod spec;
 mod state;
+mod zygote;
 
 pub use cgroups::{container_cgroup, pod_cgroup, CgroupMode, CGROUP_ROOT};
 pub use container::{
@@ -72,3 +74,4 @@ pub use sandbox::{Sandbox, MAX_HOSTNAME_BYTES};
 pub use service::{Readable, Runtime, RuntimeConfig, MAX_LISTED};
 pub use spec::{ContainerSpec, Resources, UserSpec, VolumeMount, MAX_NAME_BYTES, MAX_SPEC_ITEMS};
 pub use state::MAX_STATE_FILE_BYTES;
+pub use zygote::{ZYGOTE_REPLY_TIMEOUT, ZYGOTE_RETRY};

@@ -21,6 +21,7 @@ use super::container::{
 };
 use super::error::{IoContext, RuntimeError};
 use super::state::{read_json, ContainerPaths, ShimState};
+use super::zygote::Zygote;
 use crate::network::{Cni, CniConfig};
 
 /// Most containers (or sandboxes) listed from the state directory.
@@ -48,6 +49,9 @@ pub struct RuntimeConfig {
     pub shim_exit_timeout: Duration,
     /// The node lease file shims watch (self-fencing without the agent); `None`: no watchdog.
     pub lease_file: Option<PathBuf>,
+    /// Fork container shims from a zygote process instead of exec'ing `shim_path` for each
+    /// (an exec stays the fallback when the zygote fails).
+    pub shim_zygote: bool,
 }
 
 impl RuntimeConfig {
@@ -63,6 +67,7 @@ impl RuntimeConfig {
             helper_timeout: Duration::from_secs(30),
             shim_exit_timeout: Duration::from_secs(30),
             lease_file: None,
+            shim_zygote: true,
         }
     }
 }
@@ -74,6 +79,7 @@ pub struct Runtime {
     pub(crate) cgroup_mode: CgroupMode,
     pub(crate) cni: Option<Cni>,
     pub(crate) nofile_limit: u64,
+    pub(crate) zygote: Option<Zygote>,
 }
 
 impl Runtime {
@@ -96,12 +102,19 @@ impl Runtime {
             cgroup_mode: CgroupMode::detect()?,
             cni,
             nofile_limit: super::oci::nofile_limit(),
+            zygote: config.shim_zygote.then(|| Zygote::new(&config.shim_path)),
             config,
         })
     }
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// The pid of the zygote that forks this runtime's shims, while one runs (it starts with
+    /// the first container and stops when it fails or the runtime is dropped).
+    pub async fn zygote_pid(&self) -> Option<u32> {
+        self.zygote.as_ref()?.pid().await
     }
 
     pub fn cgroup_mode(&self) -> CgroupMode {

@@ -83,6 +83,8 @@ pub struct Fixture {
 #[derive(Clone, Copy, Default)]
 pub struct FixtureOptions {
     pub network: bool,
+    /// Start shims by exec only.
+    pub no_zygote: bool,
 }
 
 impl Fixture {
@@ -98,6 +100,7 @@ impl Fixture {
         let mut config = RuntimeConfig::new(&dir.path().join("state"), Path::new(SHIM));
         config.cgroup_parent = cgroup_parent.clone();
         config.log_max_bytes = 1 << 20;
+        config.shim_zygote = !options.no_zygote;
         let (mut bridge, mut subnet) = (None, None);
         if options.network {
             let x: u8 = rand::thread_rng().gen_range(1..=254);

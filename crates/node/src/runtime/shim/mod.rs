@@ -6,7 +6,9 @@
 //!   the container, logs its output, reaps it, records its exit; outlives the agent;
 //! - `exec <container-dir> <timeout-ms> <result-file> <argv…>` — runs a command inside a
 //!   running container ([`exec`]);
-//! - `cleanup <container-dir>` — removes what a dead shim left (cgroup, libcontainer state).
+//! - `cleanup <container-dir>` — removes what a dead shim left (cgroup, libcontainer state);
+//! - `zygote <blank>` — forks the modes above on the agent's request instead of the agent exec'ing
+//!   its binary for each ([`zygote`]).
 //!
 //! Architecture invariant: no mode panics on bad input; errors go to the state file, the
 //! result file or stderr, and the exit code says whether the mode succeeded.
@@ -14,11 +16,16 @@
 mod cleanup;
 mod exec;
 mod run;
+mod zygote;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub(crate) use exec::ExecResult;
+pub(crate) use zygote::{
+    MAX_REQUEST_BYTES as MAX_ZYGOTE_REQUEST_BYTES, REQUEST_FDS as ZYGOTE_REQUEST_FDS,
+    TITLE_BYTES as ZYGOTE_TITLE_BYTES,
+};
 
 /// The hidden argument that selects shim mode in the agent binary.
 pub const SHIM_ARG: &str = "__shim";
@@ -42,8 +49,12 @@ pub fn main(args: Vec<OsString>) -> ! {
             .with_env_filter("debug")
             .try_init();
     }
-    let code = std::panic::catch_unwind(|| dispatch(&args)).unwrap_or(EXIT_FAILED);
-    std::process::exit(code)
+    std::process::exit(run_mode(&args))
+}
+
+/// Runs the mode `args` and returns its exit code; a panic is a failure.
+fn run_mode(args: &[OsString]) -> i32 {
+    std::panic::catch_unwind(|| dispatch(args)).unwrap_or(EXIT_FAILED)
 }
 
 fn dispatch(args: &[OsString]) -> i32 {
@@ -53,8 +64,9 @@ fn dispatch(args: &[OsString]) -> i32 {
         ("run", Some(dir)) if args.len() == 2 => run::main(&dir),
         ("cleanup", Some(dir)) if args.len() == 2 => cleanup::main(&dir),
         ("exec", Some(dir)) if args.len() >= 5 => exec::main(&dir, &args[2..]),
+        ("zygote", Some(_)) if args.len() == 2 => zygote::main(&args[1]),
         _ => {
-            eprintln!("usage: {SHIM_ARG} run|cleanup|exec …");
+            eprintln!("usage: {SHIM_ARG} run|cleanup|exec|zygote …");
             EXIT_USAGE
         }
     }
