@@ -12,14 +12,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use flotilla_state::informer::Cached;
-use flotilla_state::objects::{Container, Pod, PodPhase, RestartPolicy as PodRestartPolicy};
+use flotilla_state::objects::{
+    Container, Pod, PodPhase, Protocol, RestartPolicy as PodRestartPolicy,
+};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::image::Digest;
+use crate::network::{PortMapping, PortProtocol};
 use crate::runtime::{
     ContainerId, ContainerState as RtState, ContainerStatus as RtStatus, ProbeResult,
-    RestartPolicy, RuntimeError, Sandbox, START_FAILED_EXIT_CODE,
+    RestartPolicy, RuntimeError, Sandbox, SandboxNetwork, START_FAILED_EXIT_CODE,
 };
 
 use super::adopt::adopt;
@@ -241,12 +244,18 @@ impl PodWorker {
         if self.sandbox_retry_at.is_some_and(|at| Instant::now() < at) {
             return self.sandbox_retry_at;
         }
-        let runtime = &self.ctx.runtime;
-        let created = if pod.spec.host_network {
-            runtime.create_host_network_sandbox(&self.uid).await
+        let network = if pod.spec.host_network {
+            SandboxNetwork::Host
         } else {
-            runtime.create_sandbox(&self.uid, &hostname_of(pod)).await
+            SandboxNetwork::Pod {
+                host_ports: host_ports(pod),
+            }
         };
+        let created = self
+            .ctx
+            .runtime
+            .create_pod_sandbox(&self.uid, &hostname_of(pod), network)
+            .await;
         let created = match created {
             Err(RuntimeError::SandboxExists { .. }) => self.ctx.runtime.sandbox(&self.uid),
             other => other,
@@ -656,6 +665,27 @@ pub(super) fn grace_of(pod: &Pod) -> Duration {
     Duration::from_secs(seconds as u64)
 }
 
+/// The node ports the pod's containers ask for (`hostPort`), as the runtime forwards them.
+fn host_ports(pod: &Pod) -> Vec<PortMapping> {
+    let ports = pod.spec.containers.iter().flat_map(|c| &c.ports);
+    ports
+        .filter_map(|port| {
+            let host_port = u16::try_from(port.host_port?).ok().filter(|p| *p > 0)?;
+            let container_port = u16::try_from(port.container_port).ok()?;
+            let protocol = match port.protocol.unwrap_or(Protocol::Tcp) {
+                Protocol::Tcp => PortProtocol::Tcp,
+                Protocol::Udp => PortProtocol::Udp,
+                Protocol::Sctp => PortProtocol::Sctp,
+            };
+            Some(PortMapping {
+                host_port,
+                container_port,
+                protocol,
+            })
+        })
+        .collect()
+}
+
 /// The pod's hostname: its name, cut to a valid hostname.
 fn hostname_of(pod: &Pod) -> String {
     let name = pod.metadata.name.to_ascii_lowercase();
@@ -688,6 +718,36 @@ mod tests {
         let long = format!("{}-{}", "a".repeat(62), "b");
         assert_eq!(hostname_of(&pod_named(&long)), "a".repeat(62));
         assert_eq!(hostname_of(&pod_named("my.pod")), "my.pod");
+    }
+
+    #[test]
+    fn host_ports_are_the_containers_host_ports() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "a", "image": "i", "ports": [
+                    {"containerPort": 8080, "hostPort": 18080},
+                    {"containerPort": 9090},
+                ]},
+                {"name": "b", "image": "i", "ports": [
+                    {"containerPort": 53, "hostPort": 5353, "protocol": "UDP"},
+                ]},
+            ]},
+        }))
+        .unwrap();
+        let mapping = |host_port, container_port, protocol| PortMapping {
+            host_port,
+            container_port,
+            protocol,
+        };
+        assert_eq!(
+            host_ports(&pod),
+            vec![
+                mapping(18080, 8080, PortProtocol::Tcp),
+                mapping(5353, 53, PortProtocol::Udp),
+            ]
+        );
+        assert!(host_ports(&pod_named("p")).is_empty());
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! Pod networking through CNI plugin binaries, per the CNI 1.0 spec: the plugin gets the
 //! command and container in `CNI_*` environment variables and its network config on stdin,
 //! and prints a result (or an error) as JSON on stdout. A pod gets one network: `bridge` with
-//! `host-local` IPAM (a veth pair from the node's bridge, an address from the node's pod CIDR).
-//! Its `lo` is already up: the sandbox helper brings it up when it creates the namespace, so the
-//! `loopback` plugin is not run (it would cost a process start per pod on ADD and on DEL, about
-//! a quarter of the CNI time in bench-sched (d)). `del` is idempotent and safe after a
-//! half-failed `add`.
+//! `host-local` IPAM (a veth pair from the node's bridge, an address from the node's pod CIDR),
+//! plus `portmap` when the pod has host ports (a container's `hostPort`: DNAT rules from the
+//! node's port to the pod's, removed at DEL). Its `lo` is already up: the runtime brings it up
+//! when it creates the namespace, so the `loopback` plugin is not run (it would cost a process
+//! start per pod on ADD and on DEL, about a quarter of the CNI time in bench-sched (d)). `del`
+//! is idempotent and safe after a half-failed `add`.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -69,6 +71,24 @@ pub struct PodAddress {
     pub gateway: Option<Ipv4Addr>,
 }
 
+/// A port of the node forwarded to a pod: a container's `hostPort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: PortProtocol,
+}
+
+/// The protocol of a [`PortMapping`], as CNI's `portMappings` capability spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
 /// The CNI client of one node.
 #[derive(Debug, Clone)]
 pub struct Cni {
@@ -113,32 +133,89 @@ impl Cni {
         &self.config
     }
 
-    /// Attaches the network namespace `netns` of `container_id` (the pod) to the node network
-    /// and returns its address. On failure, whatever was set up is torn down again.
-    pub async fn add(&self, container_id: &str, netns: &Path) -> Result<PodAddress, NetworkError> {
-        let result = self.add_all(container_id, netns).await;
+    /// Attaches the network namespace `netns` of `container_id` (the pod) to the node network,
+    /// forwards `host_ports` to it, and returns its address. On failure, whatever was set up
+    /// is torn down again.
+    pub async fn add(
+        &self,
+        container_id: &str,
+        netns: &Path,
+        host_ports: &[PortMapping],
+    ) -> Result<PodAddress, NetworkError> {
+        let result = self.add_all(container_id, netns, host_ports).await;
         if result.is_err() {
-            let _ = self.del(container_id, Some(netns)).await;
+            let _ = self.del(container_id, Some(netns), host_ports).await;
         }
         result
     }
 
-    async fn add_all(&self, container_id: &str, netns: &Path) -> Result<PodAddress, NetworkError> {
+    async fn add_all(
+        &self,
+        container_id: &str,
+        netns: &Path,
+        host_ports: &[PortMapping],
+    ) -> Result<PodAddress, NetworkError> {
         let output = self
             .invoke("ADD", &self.bridge(), container_id, Some(netns))
             .await?;
-        parse_result(&output)
+        let address = parse_result(&output)?;
+        if !host_ports.is_empty() {
+            let previous: Value =
+                serde_json::from_slice(&output).map_err(|e| NetworkError::BadResult {
+                    plugin: "bridge".to_string(),
+                    reason: e.to_string(),
+                })?;
+            let portmap = self.portmap(host_ports, Some(previous))?;
+            self.invoke("ADD", &portmap, container_id, Some(netns))
+                .await?;
+        }
+        Ok(address)
     }
 
-    /// Detaches the pod: releases its address and removes its veth. Idempotent; `netns` is
-    /// `None` (or missing) when the namespace is already gone. (A sandbox made by an older
-    /// agent also ran `loopback`; its DEL only set `lo` down in a namespace about to go, so it
-    /// is not run for those either.)
-    pub async fn del(&self, container_id: &str, netns: Option<&Path>) -> Result<(), NetworkError> {
+    /// Detaches the pod: removes its port forwards (`host_ports`, as given to `add`), releases
+    /// its address and removes its veth. Idempotent; `netns` is `None` (or missing) when the
+    /// namespace is already gone. Every step is tried; the first error is returned. (A
+    /// sandbox made by an older agent also ran `loopback`; its DEL only set `lo` down in a
+    /// namespace about to go, so it is not run for those either.)
+    pub async fn del(
+        &self,
+        container_id: &str,
+        netns: Option<&Path>,
+        host_ports: &[PortMapping],
+    ) -> Result<(), NetworkError> {
         let netns = netns.filter(|p| p.exists());
-        self.invoke("DEL", &self.bridge(), container_id, netns)
-            .await
-            .map(|_| ())
+        let mut first_error = None;
+        if !host_ports.is_empty() {
+            let unmapped = match self.portmap(host_ports, None) {
+                Ok(portmap) => self.invoke("DEL", &portmap, container_id, netns).await,
+                Err(e) => Err(e),
+            };
+            first_error = unmapped.err();
+        }
+        let detached = self
+            .invoke("DEL", &self.bridge(), container_id, netns)
+            .await;
+        match (first_error, detached) {
+            (Some(e), _) => Err(e),
+            (None, result) => result.map(|_| ()),
+        }
+    }
+
+    /// The `portmap` call for `host_ports`, chained after the bridge's `previous` result.
+    fn portmap(
+        &self,
+        host_ports: &[PortMapping],
+        previous: Option<Value>,
+    ) -> Result<Invocation<'_>, NetworkError> {
+        let path = self.config.plugin_dir.join("portmap");
+        if !path.is_file() {
+            return Err(NetworkError::PluginMissing { path });
+        }
+        Ok(Invocation {
+            plugin: "portmap",
+            config: portmap_config(&self.config, host_ports, previous),
+            ifname: &self.config.pod_ifname,
+        })
     }
 
     fn bridge(&self) -> Invocation<'_> {
@@ -244,6 +321,27 @@ fn bridge_config(config: &CniConfig) -> Value {
     })
 }
 
+/// The portmap config: DNAT from the node's ports (for traffic arriving and for the node's own,
+/// to any of its addresses), with SNAT so a pod can reach itself through the node's port.
+fn portmap_config(
+    config: &CniConfig,
+    host_ports: &[PortMapping],
+    previous: Option<Value>,
+) -> Value {
+    let mut value = json!({
+        "cniVersion": CNI_VERSION,
+        "name": config.network_name,
+        "type": "portmap",
+        "snat": true,
+        "capabilities": { "portMappings": true },
+        "runtimeConfig": { "portMappings": host_ports },
+    });
+    if let Some(previous) = previous {
+        value["prevResult"] = previous;
+    }
+    value
+}
+
 /// `a.b.c.d/len` with a host part of zeroes.
 fn parse_subnet(subnet: &str) -> Result<(Ipv4Addr, u8), NetworkError> {
     let invalid = |reason: &str| NetworkError::InvalidConfig {
@@ -345,6 +443,26 @@ mod tests {
         assert_eq!(code, Some(11));
         assert_eq!(msg, "no IP: range full");
         assert_eq!(parse_error(b"boom\n"), (None, "boom".to_string()));
+    }
+
+    #[test]
+    fn portmap_config_carries_the_mappings_and_the_previous_result() {
+        let config = CniConfig::new("br-test", "198.18.9.0/24", Path::new("/run/ipam"));
+        let ports = [PortMapping {
+            host_port: 18080,
+            container_port: 8080,
+            protocol: PortProtocol::Udp,
+        }];
+        let value = portmap_config(&config, &ports, Some(json!({"ips": []})));
+        assert_eq!(value["type"], json!("portmap"));
+        assert_eq!(
+            value["runtimeConfig"]["portMappings"],
+            json!([{"hostPort": 18080, "containerPort": 8080, "protocol": "udp"}])
+        );
+        assert_eq!(value["prevResult"], json!({"ips": []}));
+        assert!(portmap_config(&config, &ports, None)
+            .get("prevResult")
+            .is_none());
     }
 
     #[test]

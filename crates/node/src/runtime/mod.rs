@@ -70,7 +70,7 @@ pub use restart::{
     decide_restart, waiting_reason, BackoffConfig, BackoffState, RestartDecision, RestartPolicy,
     CRASH_LOOP_BACK_OFF,
 };
-pub use sandbox::{Sandbox, MAX_HOSTNAME_BYTES};
+pub use sandbox::{Sandbox, SandboxNetwork, MAX_HOSTNAME_BYTES};
 pub use service::{Readable, Runtime, RuntimeConfig, MAX_LISTED};
 pub use spec::{ContainerSpec, Resources, UserSpec, VolumeMount, MAX_NAME_BYTES, MAX_SPEC_ITEMS};
 pub use state::MAX_STATE_FILE_BYTES;

@@ -22,7 +22,7 @@ use super::podns::{self, Kind};
 use super::service::{Runtime, MAX_LISTED};
 use super::spec::validate_name;
 use super::state::{read_json, write_json_atomic};
-use crate::network::PodAddress;
+use crate::network::{PodAddress, PortMapping};
 
 /// Longest hostname the kernel accepts.
 pub const MAX_HOSTNAME_BYTES: usize = 64;
@@ -39,6 +39,18 @@ pub struct Sandbox {
     pub address: Option<PodAddress>,
     /// The pod uses the node's network and UTS namespaces.
     pub host_network: bool,
+    /// Ports of the node forwarded to the pod.
+    pub host_ports: Vec<PortMapping>,
+}
+
+/// Which network a new sandbox gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxNetwork {
+    /// A network namespace of its own, attached to the node network (when the runtime has
+    /// one) with these ports of the node forwarded to it.
+    Pod { host_ports: Vec<PortMapping> },
+    /// The node's network and UTS namespaces; the node's hostname.
+    Host,
 }
 
 /// `sandbox.json`.
@@ -52,6 +64,10 @@ struct SandboxRecord {
     /// Absent in records written before host-network pods existed: false.
     #[serde(default)]
     host_network: bool,
+    /// Recorded before the CNI ADD that sets them up, so teardown removes them even after a
+    /// crash in between.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    host_ports: Vec<PortMapping>,
 }
 
 impl Runtime {
@@ -60,34 +76,42 @@ impl Runtime {
     }
 
     /// Creates the pod's namespaces (hostname set, loopback up) and attaches it to the node
-    /// network. On failure nothing is left behind.
+    /// network, no host ports. On failure nothing is left behind.
     pub async fn create_sandbox(
         &self,
         pod_uid: &str,
         hostname: &str,
     ) -> Result<Sandbox, RuntimeError> {
-        validate_hostname(hostname)?;
-        self.create_sandbox_of(pod_uid, hostname.to_string(), false)
-            .await
+        let network = SandboxNetwork::Pod {
+            host_ports: Vec::new(),
+        };
+        self.create_pod_sandbox(pod_uid, hostname, network).await
     }
 
-    /// Creates the sandbox of a host-network pod: its own IPC namespace, the node's network
-    /// and UTS namespaces (so the node's hostname), no CNI attachment.
-    pub async fn create_host_network_sandbox(
+    /// Creates the pod's sandbox on `network`: with [`SandboxNetwork::Pod`], its namespaces
+    /// (hostname set, loopback up), its attachment and its host ports; with
+    /// [`SandboxNetwork::Host`], its own IPC namespace only, and `hostname` is replaced by the
+    /// node's. On failure nothing is left behind.
+    pub async fn create_pod_sandbox(
         &self,
         pod_uid: &str,
-    ) -> Result<Sandbox, RuntimeError> {
-        self.create_sandbox_of(pod_uid, node_hostname()?, true)
-            .await
-    }
-
-    async fn create_sandbox_of(
-        &self,
-        pod_uid: &str,
-        hostname: String,
-        host_network: bool,
+        hostname: &str,
+        network: SandboxNetwork,
     ) -> Result<Sandbox, RuntimeError> {
         validate_name("pod uid", pod_uid)?;
+        let (hostname, host_network, host_ports) = match network {
+            SandboxNetwork::Host => (node_hostname()?, true, Vec::new()),
+            SandboxNetwork::Pod { host_ports } => {
+                validate_hostname(hostname)?;
+                if !host_ports.is_empty() && self.cni.is_none() {
+                    return Err(RuntimeError::invalid(
+                        "host ports",
+                        "need the node's pod network (the agent has none configured)",
+                    ));
+                }
+                (hostname.to_string(), false, host_ports)
+            }
+        };
         let dir = self.sandbox_dir(pod_uid);
         match std::fs::create_dir(&dir) {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -104,6 +128,7 @@ impl Runtime {
             prefix_len: None,
             gateway: None,
             host_network,
+            host_ports,
         };
         let created = self.populate_sandbox(&dir, &mut record).await;
         if let Err(e) = created {
@@ -124,7 +149,9 @@ impl Runtime {
         let timeout = self.config.helper_timeout;
         podns::create(dir, kinds, &record.hostname, timeout).await?;
         if let (Some(cni), false) = (&self.cni, record.host_network) {
-            let address = cni.add(&record.pod_uid, &dir.join("net")).await?;
+            let address = cni
+                .add(&record.pod_uid, &dir.join("net"), &record.host_ports)
+                .await?;
             record.ip = Some(address.ip);
             record.prefix_len = Some(address.prefix_len);
             record.gateway = address.gateway;
@@ -206,12 +233,13 @@ impl Runtime {
         let net = dir.join("net");
         let mut first_error = None;
         // A record that cannot be read does not prove the pod had no attachment: DEL anyway.
-        let host_network = read_json::<SandboxRecord>(&dir.join("sandbox.json"))
-            .is_ok_and(|record| record.host_network);
+        let record = read_json::<SandboxRecord>(&dir.join("sandbox.json")).ok();
+        let host_network = record.as_ref().is_some_and(|r| r.host_network);
+        let host_ports = record.map(|r| r.host_ports).unwrap_or_default();
         if let (Some(cni), false) = (&self.cni, host_network) {
             if dir.exists() {
                 let netns = is_pinned_namespace(&net).then_some(net.as_path());
-                if let Err(e) = cni.del(pod_uid, netns).await {
+                if let Err(e) = cni.del(pod_uid, netns, &host_ports).await {
                     first_error.get_or_insert(e.into());
                 }
             }
@@ -268,6 +296,7 @@ fn sandbox_of(dir: &Path, record: &SandboxRecord) -> Sandbox {
         },
         address,
         host_network: record.host_network,
+        host_ports: record.host_ports.clone(),
     }
 }
 
