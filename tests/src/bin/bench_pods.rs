@@ -293,10 +293,12 @@ fn print_memory(memory: Option<&NodeMemory>, pods_running: usize) {
         verdict(agent_mib <= TARGET_AGENT_RSS_MIB)
     );
     println!(
-        "shims (separate processes): {} shims, {:.1} MiB VmRSS in total, {:.2} MiB each",
+        "shims (separate processes): {} shims, {:.1} MiB VmRSS in total, {:.2} MiB each; {:.1} MiB PSS in total (pages shared with the zygote counted once), {:.2} MiB each",
         m.shims,
         mib(m.shims_rss_kib),
-        mib(m.shims_rss_kib) / m.shims.max(1) as f64
+        mib(m.shims_rss_kib) / m.shims.max(1) as f64,
+        mib(m.shims_pss_kib),
+        mib(m.shims_pss_kib) / m.shims.max(1) as f64
     );
 }
 

@@ -308,6 +308,35 @@ async fn node_loss(args: &Args) {
         })
         .unwrap_or_default()
     };
+    // All agents Ready first, or the replicas all land on the first one up.
+    let ready_nodes = |addr: String| async move {
+        let request = ListRequest {
+            kind: "Node".into(),
+            ..Default::default()
+        };
+        let page = ClusterApiClient::new(channel(&addr))
+            .list(request)
+            .await
+            .map(|r| r.into_inner().items)
+            .unwrap_or_default();
+        page.iter()
+            .filter_map(|item| serde_json::from_slice::<Value>(item).ok())
+            .filter(|node| {
+                node["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .count()
+    };
+    let settle = Instant::now();
+    while ready_nodes(addrs[0].clone()).await < NODE_LOSS_AGENTS {
+        assert!(
+            settle.elapsed() < Duration::from_secs(60),
+            "the agents did not all turn Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     ClusterApiClient::new(channel(&addrs[0]))
         .apply(ApplyRequest {
             manifests: "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: loss}\nspec:\n  replicas: 6\n  selector: {matchLabels: {app: loss}}\n  template:\n    metadata: {labels: {app: loss}}\n    spec: {terminationGracePeriodSeconds: 1, containers: [{name: c, image: busybox:latest, command: [sleep, '3600']}]}\n".as_bytes().to_vec(),
@@ -324,13 +353,22 @@ async fn node_loss(args: &Args) {
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let victim = kill % NODE_LOSS_AGENTS;
+        // The agent running the most pods (the next in turn on a tie): a node without pods
+        // would time nothing.
+        let placed = running(addrs[0].clone()).await;
+        let on = |i: usize| {
+            let name = format!("bench-{i}");
+            placed.iter().filter(|n| **n == name).count()
+        };
+        let mut victim = kill % NODE_LOSS_AGENTS;
+        for step in 1..NODE_LOSS_AGENTS {
+            let next = (kill + step) % NODE_LOSS_AGENTS;
+            if on(next) > on(victim) {
+                victim = next;
+            }
+        }
         let name = format!("bench-{victim}");
-        let on_victim = running(addrs[0].clone())
-            .await
-            .iter()
-            .filter(|n| **n == name)
-            .count();
+        let on_victim = on(victim);
         let killed_at = Instant::now();
         agents[victim] = None;
         loop {

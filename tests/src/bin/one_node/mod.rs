@@ -62,11 +62,22 @@ pub fn rss(pid: u32) -> Option<Rss> {
     })
 }
 
+/// `Pss` of `pid` (its share of the pages it shares with other processes), if it still lives.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// The agent's and its shims' memory at one moment.
 pub struct NodeMemory {
     pub agent: Rss,
     pub shims: usize,
     pub shims_rss_kib: u64,
+    /// Shims forked from one zygote share most pages, which `VmRSS` counts in every one.
+    pub shims_pss_kib: u64,
 }
 
 /// One server peer and one real agent.
@@ -194,10 +205,12 @@ impl OneNode {
             .filter_map(|p| rss(*p))
             .map(|r| r.rss_kib)
             .sum();
+        let shims_pss_kib = shims.iter().filter_map(|p| pss_kib(*p)).sum();
         Some(NodeMemory {
             agent,
             shims: shims.len(),
             shims_rss_kib,
+            shims_pss_kib,
         })
     }
 }

@@ -96,11 +96,12 @@ fn describe(outcome: &Outcome, replicas: usize) -> String {
 fn print_memory(memory: Option<&NodeMemory>) {
     if let Some(m) = memory {
         println!(
-            "    agent VmRSS {:.1} MiB (VmHWM {:.1} MiB); {} shims, {:.1} MiB VmRSS together",
+            "    agent VmRSS {:.1} MiB (VmHWM {:.1} MiB); {} shims, {:.1} MiB VmRSS ({:.1} MiB PSS) together",
             m.agent.rss_kib as f64 / 1024.0,
             m.agent.peak_kib as f64 / 1024.0,
             m.shims,
-            m.shims_rss_kib as f64 / 1024.0
+            m.shims_rss_kib as f64 / 1024.0,
+            m.shims_pss_kib as f64 / 1024.0
         );
     }
 }
