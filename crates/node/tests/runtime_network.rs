@@ -334,6 +334,9 @@ async fn a_host_port_forwards_the_nodes_port_to_the_pod_until_the_sandbox_goes()
     let via_node = SocketAddr::new(node_ip, port);
     wait_http(via_node).await;
     assert_eq!(fetch_body(via_node).await, "flotilla-ok\n");
+    // The node's loopback too (portmap masquerades it).
+    let on_loopback = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(fetch_body(on_loopback).await, "flotilla-ok\n");
 
     fx.runtime
         .stop(&server, Duration::from_secs(30))
