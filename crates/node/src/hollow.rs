@@ -116,7 +116,6 @@ pub async fn register(client: &ApiClient, config: &HollowConfig) -> Result<(), t
     Ok(())
 }
 
-/// The status a hollow node reports for a pod it "runs".
 /// A stable fake address for a pod, from its uid (inside 198.18.0.0/15).
 fn pod_ip(uid: &str) -> String {
     let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -125,6 +124,8 @@ fn pod_ip(uid: &str) -> String {
     format!("198.19.{}.{}", (hash >> 8) % 256, hash % 250 + 1)
 }
 
+/// The status a hollow node reports for a pod it "runs". A host-network pod has its node's
+/// address, as on a real node.
 fn running_status(pod: &Pod, node_index: usize) -> Value {
     let started = flotilla_state::registry::now();
     let containers: Vec<Value> = pod
@@ -137,10 +138,20 @@ fn running_status(pod: &Pod, node_index: usize) -> Value {
                    "state": {"running": {"startedAt": started}}})
         })
         .collect();
+    let host_ip = format!(
+        "198.18.{}.{}",
+        (node_index / 250) % 256,
+        node_index % 250 + 1
+    );
+    let pod_ip = if pod.spec.host_network {
+        host_ip.clone()
+    } else {
+        pod_ip(&pod.metadata.uid)
+    };
     json!({
         "phase": "Running",
-        "hostIP": format!("198.18.{}.{}", (node_index / 250) % 256, node_index % 250 + 1),
-        "podIP": pod_ip(&pod.metadata.uid),
+        "hostIP": host_ip,
+        "podIP": pod_ip,
         "startTime": started,
         "conditions": [
             {"type": "PodScheduled", "status": "True"},
@@ -363,6 +374,18 @@ mod tests {
             Some(WORK),
             "terminating: confirm stopped"
         );
+    }
+
+    #[test]
+    fn a_host_network_pod_reports_its_nodes_address() {
+        let mut pod = Pod::default();
+        pod.metadata.uid = "u-1".into();
+        let own = running_status(&pod, 251);
+        assert_eq!(own["hostIP"], json!("198.18.1.2"));
+        assert_ne!(own["podIP"], own["hostIP"]);
+        pod.spec.host_network = true;
+        let shared = running_status(&pod, 251);
+        assert_eq!(shared["podIP"], json!("198.18.1.2"));
     }
 
     fn cached(uid: &str, revision: i64) -> Cached<Pod> {
