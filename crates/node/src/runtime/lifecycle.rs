@@ -122,16 +122,14 @@ impl Runtime {
             .map_err(|e| RuntimeError::io("creating a pipe", &paths.dir, e.into()))?;
         let args = [OsStr::new("run"), paths.dir.as_os_str()];
         let forked = match &self.zygote {
-            Some(zygote) => zygote
-                .spawn(&paths.dir, &args, handshake_write.as_fd(), shim_err.as_fd())
-                .await
-                .map_err(
-                    |e| tracing::warn!(container = %id, error = %e, "starting the shim by exec"),
-                ),
-            None => Err(()),
+            Some(zygote) => {
+                let (stdout, stderr) = (handshake_write.as_fd(), shim_err.as_fd());
+                zygote.spawn(&paths.dir, &args, stdout, stderr).await
+            }
+            None => None,
         };
         let mut exec_child = None;
-        if forked.is_err() {
+        if forked.is_none() {
             let child = Command::new(&self.config.shim_path)
                 .arg(SHIM_ARG)
                 .args(args)

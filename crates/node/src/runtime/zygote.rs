@@ -66,25 +66,32 @@ impl Zygote {
     }
 
     /// Forks `<shim> __shim <args…>` in `cwd` with `stdout` and `stderr`; returns its pid.
-    /// An error means the shim was not started: start it another way.
+    /// `None`: the shim was not started (start it another way). A zygote that fails is logged
+    /// once, when it is given up; while no new one is tried, `None` comes quietly.
     pub(crate) async fn spawn(
         &self,
         cwd: &Path,
         args: &[&OsStr],
         stdout: BorrowedFd<'_>,
         stderr: BorrowedFd<'_>,
-    ) -> Result<i32, String> {
-        let request = encode(cwd, args)?;
+    ) -> Option<i32> {
+        let request = match encode(cwd, args) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!(error = %e, "this shim cannot be forked by the zygote");
+                return None;
+            }
+        };
         let mut state = self.state.lock().await;
         if state.live.is_none() {
             if state.retry_at.is_some_and(|at| Instant::now() < at) {
-                return Err("the zygote failed recently".into());
+                return None;
             }
             match start(&self.shim_path) {
                 Ok(live) => state.live = Some(live),
                 Err(e) => {
-                    state.retry_at = Some(Instant::now() + ZYGOTE_RETRY);
-                    return Err(format!("starting the zygote: {e}"));
+                    give_up(&mut state, &format!("starting the zygote: {e}"));
+                    return None;
                 }
             }
         }
@@ -93,7 +100,7 @@ impl Zygote {
         let answer = tokio::time::timeout(ZYGOTE_REPLY_TIMEOUT, live.ask(&request, &fds)).await;
         let failure = match answer {
             Ok(Ok(reply)) => match parse_reply(&reply) {
-                Ok(pid) => return Ok(pid),
+                Ok(pid) => return Some(pid),
                 Err(e) => e,
             },
             Ok(Err(e)) => format!("talking to the zygote: {e}"),
@@ -102,10 +109,20 @@ impl Zygote {
                 ZYGOTE_REPLY_TIMEOUT.as_millis()
             ),
         };
-        state.live = None;
-        state.retry_at = Some(Instant::now() + ZYGOTE_RETRY);
-        Err(failure)
+        give_up(&mut state, &failure);
+        None
     }
+}
+
+/// Drops (kills) the zygote, if one runs, and tries no new one for [`ZYGOTE_RETRY`].
+fn give_up(state: &mut State, reason: &str) {
+    tracing::warn!(
+        error = %reason,
+        retry_in_s = ZYGOTE_RETRY.as_secs(),
+        "shim zygote failed: container shims are started by exec until a new zygote is tried"
+    );
+    state.live = None;
+    state.retry_at = Some(Instant::now() + ZYGOTE_RETRY);
 }
 
 /// `cwd \0 arg \0 arg …`, refused when a part holds a NUL or the whole is too long.
