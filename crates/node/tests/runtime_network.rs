@@ -237,12 +237,62 @@ fn nat_rules_for(port: u16) -> Vec<String> {
         .collect()
 }
 
-/// When dropped, removes the NAT chains portmap shares between pods (and its jumps to them),
-/// once no pod's rule is left in them: the plugin leaves them behind on its last DEL.
-struct PortmapChains;
+/// Held by each test that uses portmap: one test's [`PortmapChains`] must not remove the shared
+/// chains while another adds its rules.
+static PORTMAP_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// When dropped, removes the port forwards of the test's pods (left behind when the test
+/// failed: portmap's DEL finds them by network name and pod), then the NAT chains portmap
+/// shares between pods and its jumps to them, once no pod's rule is left in them: the plugin
+/// leaves those behind on its last DEL.
+struct PortmapChains {
+    network: String,
+    pods: Vec<&'static str>,
+}
+
+impl PortmapChains {
+    fn new(fx: &Fixture, pods: &[&'static str]) -> PortmapChains {
+        let network = fx.runtime.config().network.as_ref().unwrap();
+        PortmapChains {
+            network: network.network_name.clone(),
+            pods: pods.to_vec(),
+        }
+    }
+
+    /// portmap DEL for `pod`, run as the agent runs it, without waiting on an async runtime.
+    fn remove_forwards(&self, pod: &str) {
+        use std::io::Write;
+        let config = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": self.network,
+            "type": "portmap",
+            "runtimeConfig": {"portMappings": [{"hostPort": 1, "containerPort": 1, "protocol": "tcp"}]},
+        });
+        let child = std::process::Command::new("/usr/lib/cni/portmap")
+            .env_clear()
+            .env("CNI_COMMAND", "DEL")
+            .env("CNI_CONTAINERID", pod)
+            .env("CNI_NETNS", "")
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        if let Ok(mut child) = child {
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(config.to_string().as_bytes());
+            }
+            let _ = child.wait();
+        }
+    }
+}
 
 impl Drop for PortmapChains {
     fn drop(&mut self) {
+        for pod in &self.pods {
+            self.remove_forwards(pod);
+        }
         let iptables = |args: &[&str]| {
             std::process::Command::new("iptables")
                 .args(["-t", "nat"])
@@ -303,12 +353,12 @@ impl Drop for PortmapChains {
 
 #[tokio::test]
 async fn a_host_port_forwards_the_nodes_port_to_the_pod_until_the_sandbox_goes() {
-    // The only test here that uses portmap; dropped after the fixture (declared first).
-    let _chains = PortmapChains;
+    let _serial = PORTMAP_TESTS.lock().await;
     let fx = Fixture::new(FixtureOptions {
         network: true,
         ..Default::default()
     });
+    let _chains = PortmapChains::new(&fx, &["pod-hostport"]);
     let port = free_port();
     let network = SandboxNetwork::Pod {
         host_ports: vec![PortMapping {
@@ -354,6 +404,39 @@ async fn a_host_port_forwards_the_nodes_port_to_the_pod_until_the_sandbox_goes()
         "nothing answers on the node's port"
     );
     assert_eq!((fx.veths(), fx.allocated_ips()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_lost_sandbox_record_still_takes_its_port_forwards_along() {
+    let _serial = PORTMAP_TESTS.lock().await;
+    let fx = Fixture::new(FixtureOptions {
+        network: true,
+        ..Default::default()
+    });
+    let _chains = PortmapChains::new(&fx, &["pod-lost"]);
+    let port = free_port();
+    let network = SandboxNetwork::Pod {
+        host_ports: vec![PortMapping {
+            host_port: port,
+            container_port: 8080,
+            protocol: PortProtocol::Tcp,
+        }],
+    };
+    let sandbox = fx
+        .runtime
+        .create_pod_sandbox("pod-lost", "lost", network)
+        .await
+        .unwrap();
+    assert!(!nat_rules_for(port).is_empty());
+    std::fs::write(sandbox.dir.join("sandbox.json"), b"{ torn").unwrap();
+    fx.runtime.remove_sandbox("pod-lost").await.unwrap();
+    assert_eq!(
+        nat_rules_for(port),
+        Vec::<String>::new(),
+        "no rule left behind"
+    );
+    assert_eq!((fx.veths(), fx.allocated_ips()), (0, 0));
+    assert!(!sandbox.dir.exists());
 }
 
 #[tokio::test]

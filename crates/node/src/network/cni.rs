@@ -201,6 +201,22 @@ impl Cni {
         }
     }
 
+    /// Removes the port forwards portmap set up for `container_id` when its mappings are no
+    /// longer known (a pod's record was lost): portmap finds its rules by the container's id,
+    /// so any mapping names them. Idempotent; a node without portmap has nothing to remove
+    /// and gets `PluginMissing`.
+    pub async fn del_unknown_port_forwards(&self, container_id: &str) -> Result<(), NetworkError> {
+        let any = [PortMapping {
+            host_port: 1,
+            container_port: 1,
+            protocol: PortProtocol::Tcp,
+        }];
+        let portmap = self.portmap(&any, None)?;
+        self.invoke("DEL", &portmap, container_id, None)
+            .await
+            .map(|_| ())
+    }
+
     /// The `portmap` call for `host_ports`, chained after the bridge's `previous` result.
     fn portmap(
         &self,

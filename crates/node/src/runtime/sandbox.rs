@@ -232,9 +232,17 @@ impl Runtime {
         let dir = self.sandbox_dir(pod_uid);
         let net = dir.join("net");
         let mut first_error = None;
-        // A record that cannot be read does not prove the pod had no attachment: DEL anyway.
+        // A record that cannot be read does not prove the pod had no attachment: DEL anyway,
+        // and remove port forwards the lost record may have listed.
         let record = read_json::<SandboxRecord>(&dir.join("sandbox.json")).ok();
         let host_network = record.as_ref().is_some_and(|r| r.host_network);
+        if let (Some(cni), None) = (&self.cni, &record) {
+            if dir.exists() {
+                if let Err(e) = cni.del_unknown_port_forwards(pod_uid).await {
+                    tracing::debug!(pod = pod_uid, error = %e, "no port forwards removed");
+                }
+            }
+        }
         let host_ports = record.map(|r| r.host_ports).unwrap_or_default();
         if let (Some(cni), false) = (&self.cni, host_network) {
             if dir.exists() {
