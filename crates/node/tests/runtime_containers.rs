@@ -543,3 +543,29 @@ async fn shims_are_forked_by_a_zygote_and_exec_takes_over_when_it_dies() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_container_with_an_unreadable_record_is_stopped_through_its_cgroup() {
+    const STUBBORN: &str = "trap '' TERM; sleep 1000 & wait";
+    let fx = Fixture::new(FixtureOptions::default());
+    let sandbox = fx.runtime.create_sandbox(&pod_uid(), "torn").await.unwrap();
+    let id = fx.start(&sandbox, "main", STUBBORN).await;
+    let state_file = fx
+        .state_dir()
+        .join("containers")
+        .join(id.as_str())
+        .join("state.json");
+    std::fs::write(&state_file, b"{ torn").unwrap();
+    assert!(matches!(
+        fx.runtime.status(&id),
+        Err(RuntimeError::CorruptState { .. })
+    ));
+
+    fx.runtime.stop(&id, Duration::from_secs(30)).await.unwrap();
+    // The shim recorded the kill, replacing the torn record.
+    let state = fx.wait_exited(&id).await;
+    assert_eq!(exit_of(&state), (137, ExitReason::Signaled));
+    fx.runtime.remove(&id).await.unwrap();
+    fx.runtime.remove_sandbox(&sandbox.pod_uid).await.unwrap();
+    assert_eq!(fx.processes(), 0);
+}

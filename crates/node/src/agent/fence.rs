@@ -124,9 +124,9 @@ fn publish_lease(lease: &Lease, runtime: &Runtime, published: &mut Option<Instan
 }
 
 /// SIGKILLs every running container at once and waits for them to be gone. A container
-/// whose record cannot be read cannot be signalled from here; it is reported (as an error on
-/// the first look of a lapse, not on each of the looks every period after it), and the others
-/// are killed all the same (its shim kills it when it sees the lease lapse).
+/// whose record cannot be read is reported (as an error on the first look of a lapse, not on
+/// each of the looks every period after it) and killed through its cgroup (see
+/// `Runtime::stop`); its shim also kills it when it sees the lease lapse.
 async fn kill_running(fence: &Fence, runtime: &Runtime, why: &str, first_look: bool) {
     let Readable { listed, unreadable } = match runtime.list_readable() {
         Ok(readable) => readable,
@@ -135,12 +135,14 @@ async fn kill_running(fence: &Fence, runtime: &Runtime, why: &str, first_look: b
             return;
         }
     };
+    let mut unknown = Vec::with_capacity(unreadable.len());
     for (id, e) in unreadable {
         if first_look {
             tracing::error!(container = %id, error = %e, "fenced but cannot read the container's record");
         } else {
             tracing::debug!(container = %id, error = %e, "fenced but cannot read the container's record");
         }
+        unknown.push(id);
     }
     let running: Vec<ContainerId> = listed
         .into_iter()
@@ -150,7 +152,7 @@ async fn kill_running(fence: &Fence, runtime: &Runtime, why: &str, first_look: b
     for id in &running {
         fence.record(id, why);
     }
-    let kills = running.iter().map(|id| async move {
+    let kills = running.iter().chain(&unknown).map(|id| async move {
         if let Err(e) = runtime.stop(id, Duration::ZERO).await {
             tracing::error!(container = %id, error = %e, "fence could not kill a container");
         }

@@ -1,7 +1,8 @@
 //! cgroup layout of the runtime: v1 (legacy or hybrid) or v2 detection, the cgroups path of a
 //! pod and of a container (`/<parent>/<pod-uid>/<container-id>`, relative to the root of every
 //! hierarchy, which is what libcontainer's cgroupfs managers expect for both versions), the OOM
-//! kill counter, and removal of the empty pod and parent directories that libcontainer leaves.
+//! kill counter, killing every process of a cgroup (frozen first), and removal of the empty pod
+//! and parent directories that libcontainer leaves.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -81,6 +82,115 @@ pub fn pod_cgroup(parent: &str, pod_uid: &str) -> PathBuf {
 /// `/<parent>/<pod-uid>/<container-id>`.
 pub fn container_cgroup(parent: &str, pod_uid: &str, container_id: &str) -> PathBuf {
     pod_cgroup(parent, pod_uid).join(container_id)
+}
+
+/// How long a freeze may take to settle before the kill goes ahead anyway.
+const FREEZE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most pids read from one `cgroup.procs`.
+const MAX_CGROUP_PROCS: usize = 65_536;
+
+/// SIGKILLs every process in `cgroups_path`; returns how many were signalled. The cgroup is
+/// frozen first (v1 `freezer`, v2 `cgroup.freeze`) and thawed after, so no process exits
+/// and has its pid reused between the read of `cgroup.procs` and the kill; a cgroup that
+/// cannot be frozen is killed without it.
+pub fn kill_all(mode: CgroupMode, cgroups_path: &Path) -> Result<usize, RuntimeError> {
+    let procs_dir = freezer_dir(mode, cgroups_path)
+        .ok_or_else(|| RuntimeError::invalid("cgroup", "no v1 freezer hierarchy"))?;
+    let freeze = match mode {
+        CgroupMode::V2 => Freeze {
+            file: procs_dir.join("cgroup.freeze"),
+            frozen: "1",
+            thawed: "0",
+            state: procs_dir.join("cgroup.events"),
+            state_frozen: "frozen 1",
+        },
+        CgroupMode::V1 => Freeze {
+            file: procs_dir.join("freezer.state"),
+            frozen: "FROZEN",
+            thawed: "THAWED",
+            state: procs_dir.join("freezer.state"),
+            state_frozen: "FROZEN",
+        },
+    };
+    let procs_file = procs_dir.join("cgroup.procs");
+    if !procs_file.exists() {
+        return Ok(0);
+    }
+    let frozen = freeze.freeze();
+    let killed = fs::read_to_string(&procs_file).map(|text| {
+        text.lines()
+            .take(MAX_CGROUP_PROCS)
+            .filter_map(|line| line.trim().parse::<i32>().ok())
+            .filter(|pid| *pid > 1)
+            .filter(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::SIGKILL)
+                    .is_ok()
+            })
+            .count()
+    });
+    if frozen {
+        freeze.thaw();
+    }
+    killed.map_err(|e| RuntimeError::io("reading", &procs_file, e))
+}
+
+/// The freeze switch of one cgroup.
+struct Freeze {
+    file: PathBuf,
+    frozen: &'static str,
+    thawed: &'static str,
+    /// Where the kernel reports the freeze done, and the text that says so.
+    state: PathBuf,
+    state_frozen: &'static str,
+}
+
+impl Freeze {
+    /// Asks for a freeze and waits up to [`FREEZE_WAIT`] for it to settle; whether it was
+    /// asked (and so must be thawed).
+    fn freeze(&self) -> bool {
+        if fs::write(&self.file, self.frozen).is_err() {
+            return false;
+        }
+        let started = std::time::Instant::now();
+        while started.elapsed() < FREEZE_WAIT {
+            let state = fs::read_to_string(&self.state).unwrap_or_default();
+            if state.lines().any(|l| l.trim() == self.state_frozen) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    }
+
+    fn thaw(&self) {
+        let _ = fs::write(&self.file, self.thawed);
+    }
+}
+
+/// The directory of `cgroups_path` that can be frozen: in the v2 root, or in the v1
+/// `freezer` hierarchy (which libcontainer puts every container in).
+fn freezer_dir(mode: CgroupMode, cgroups_path: &Path) -> Option<PathBuf> {
+    let hierarchy = match mode {
+        CgroupMode::V2 => PathBuf::from(CGROUP_ROOT),
+        CgroupMode::V1 => v1_hierarchies().into_iter().find(|h| {
+            h.file_name()
+                .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == "freezer"))
+        })?,
+    };
+    Some(in_hierarchy(&hierarchy, cgroups_path))
+}
+
+/// Pids in `cgroups_path`; empty when it is gone.
+pub fn procs(mode: CgroupMode, cgroups_path: &Path) -> Vec<i32> {
+    let Some(dir) = freezer_dir(mode, cgroups_path) else {
+        return Vec::new();
+    };
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .take(MAX_CGROUP_PROCS)
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
 }
 
 /// `cgroups_path` inside `hierarchy` (the path is absolute relative to the hierarchy root).

@@ -37,6 +37,9 @@ const MAX_HANDSHAKE_BYTES: u64 = 8 * 1024;
 const MAX_DIAGNOSTIC_BYTES: usize = 16 * 1024;
 /// How long a SIGKILLed container may take to disappear before `stop` reports a timeout.
 const KILL_WAIT: Duration = Duration::from_secs(30);
+/// How long a stop of a container with an unreadable record waits for its shim to record the
+/// exit (a shim that died with its record never will).
+const UNRECORDED_SHIM_WAIT: Duration = Duration::from_secs(2);
 
 impl Runtime {
     /// Creates and starts a container in `sandbox`. Returns once its init process runs (or
@@ -202,7 +205,10 @@ impl Runtime {
     /// The init process is PID 1 of its namespace, so the kernel drops a SIGTERM it has no
     /// handler for: such a container (e.g. a bare `sleep`) always takes the whole grace.
     pub async fn stop(&self, id: &ContainerId, grace: Duration) -> Result<(), RuntimeError> {
-        let mut state = self.shim_state(id)?;
+        let mut state = match self.shim_state(id) {
+            Err(RuntimeError::CorruptState { .. }) => return self.stop_unrecorded(id).await,
+            other => other?,
+        };
         if state.phase == Phase::Creating && state.shim.is_alive() {
             wait_exit_or_phase(self, id, self.config.start_timeout).await;
             state = self.shim_state(id)?;
@@ -215,6 +221,43 @@ impl Runtime {
                 what: format!("shim of container {id} recording the exit"),
                 waited_ms: self.config.shim_exit_timeout.as_millis() as u64,
             });
+        }
+        Ok(())
+    }
+
+    /// Stops a container whose record cannot be read, so neither its init process nor its
+    /// shim is known: SIGKILLs every process in its cgroup (named by `shim.json`), then waits
+    /// until the cgroup is empty. A live shim then records the exit, which replaces the
+    /// unreadable record; `remove` cleans up after a dead one. An empty cgroup: already
+    /// stopped.
+    async fn stop_unrecorded(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        let spec: ShimSpec = read_json(&self.container_paths(id).shim_spec())?;
+        let (mode, path) = (self.cgroup_mode, spec.cgroups_path.clone());
+        let killed = tokio::task::spawn_blocking(move || cgroups::kill_all(mode, &path))
+            .await
+            .map_err(|e| RuntimeError::invalid("cgroup kill", e.to_string()))??;
+        if killed == 0 {
+            return Ok(());
+        }
+        tracing::warn!(container = %id, killed, "container record unreadable: its cgroup was killed");
+        let deadline = tokio::time::Instant::now() + KILL_WAIT;
+        while !cgroups::procs(self.cgroup_mode, &spec.cgroups_path).is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RuntimeError::Timeout {
+                    what: format!("SIGKILLed container {id}"),
+                    waited_ms: KILL_WAIT.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A live shim now records the exit; then it exits, as after any stop.
+        let deadline = tokio::time::Instant::now() + UNRECORDED_SHIM_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(state) = self.shim_state(id) {
+                wait_exit(&state.shim, self.config.shim_exit_timeout).await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }
