@@ -99,6 +99,9 @@ fn container_rules() {
         (pod("    ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 81, hostPort: 81}, {containerPort: 82}]\n", "  hostNetwork: true\n"), &[
             "spec.containers[0].ports[0].hostPort: Invalid value: 8080: must match `containerPort` when `hostNetwork` is true",
         ]),
+        (pod("    ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 81, hostPort: 8080, protocol: UDP}]\n  - name: d\n    image: busybox\n    ports: [{containerPort: 90, hostPort: 8080}]\n", ""), &[
+            "spec.containers[1].ports[0].hostPort: Duplicate value: \"8080/TCP\"",
+        ]),
         (pod("    ports: [{containerPort: 80, name: web--http}]\n", ""), &[
             "spec.containers[0].ports[0].name: Invalid value: \"web--http\": must not contain consecutive hyphens",
         ]),

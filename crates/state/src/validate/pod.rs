@@ -7,7 +7,7 @@ use super::container::validate_containers;
 use super::{names, validate_label_selector, validate_labels, Errors, Path};
 use crate::objects::{
     Affinity, NodeAffinity, NodeSelectorOperator, NodeSelectorTerm, PodAntiAffinity, PodSpec,
-    TaintEffect, Toleration, TolerationOperator, Volume,
+    Protocol, TaintEffect, Toleration, TolerationOperator, Volume,
 };
 
 pub(crate) fn validate_pod_spec(spec: &PodSpec, path: &Path<'_>, errors: &mut Errors) {
@@ -18,9 +18,7 @@ pub(crate) fn validate_pod_spec(spec: &PodSpec, path: &Path<'_>, errors: &mut Er
         &path.field("containers"),
         errors,
     );
-    if spec.host_network {
-        validate_host_network_ports(spec, &path.field("containers"), errors);
-    }
+    validate_host_ports(spec, &path.field("containers"), errors);
     if let Some(seconds) = spec.termination_grace_period_seconds {
         errors.non_negative(&path.field("terminationGracePeriodSeconds"), seconds);
     }
@@ -42,22 +40,30 @@ pub(crate) fn validate_pod_spec(spec: &PodSpec, path: &Path<'_>, errors: &mut Er
     }
 }
 
-/// On the node's network a container listens on the node's port of the same number.
-fn validate_host_network_ports(spec: &PodSpec, path: &Path<'_>, errors: &mut Errors) {
+/// A node port (with its protocol) is asked for once per pod, as Kubernetes checks; on the
+/// node's network a container listens on the node's port of the same number.
+fn validate_host_ports(spec: &PodSpec, path: &Path<'_>, errors: &mut Errors) {
+    let mut seen = BTreeSet::new();
     for (i, container) in spec.containers.iter().enumerate() {
-        let at = path.index(i);
-        let ports = at.field("ports");
+        let ports = path.index(i);
+        let ports = ports.field("ports");
         for (j, port) in container.ports.iter().enumerate() {
-            match port.host_port {
-                Some(host_port) if host_port != port.container_port => {
-                    let at = ports.index(j);
-                    errors.invalid(
-                        &at.field("hostPort"),
-                        host_port,
-                        "must match `containerPort` when `hostNetwork` is true",
-                    );
-                }
-                _ => {}
+            let Some(host_port) = port.host_port.filter(|p| *p > 0) else {
+                continue;
+            };
+            let at = ports.index(j);
+            let at = at.field("hostPort");
+            if spec.host_network && host_port != port.container_port {
+                errors.invalid(
+                    &at,
+                    host_port,
+                    "must match `containerPort` when `hostNetwork` is true",
+                );
+            }
+            let protocol = port.protocol.unwrap_or(Protocol::Tcp);
+            let key = format!("{host_port}/{}", protocol.as_str());
+            if !seen.insert(key.clone()) {
+                errors.duplicate(&at, key);
             }
         }
     }
