@@ -4,6 +4,7 @@
 //! images and graceful deletes are reported as a user of `flotilla get pods` would see them.
 
 mod agent_common;
+mod portmap_common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use agent_common::{condition_is, container, phase_is, pod, stage_busybox, World}
 use flotilla_node::agent::{AGENT_ENDPOINT_ANNOTATION, IMAGE_PULL_BACK_OFF};
 use flotilla_node::runtime::http_get_status;
 use flotilla_state::objects::Pod;
+use portmap_common::{nat_rules_for, PortmapChains, PORTMAP_TESTS};
 use serde_json::{json, Value};
 
 const HTTPD: &str = "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait";
@@ -129,6 +131,40 @@ async fn a_host_network_pod_serves_on_the_nodes_address() {
         std::net::TcpListener::bind(addr).is_ok(),
         "the node's port is free once the pod is gone"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_port_reaches_the_pod_until_it_is_deleted() {
+    let _serial = PORTMAP_TESTS.lock().await;
+    let world = World::new().await;
+    let mut chains = PortmapChains::new(&world.config().cni_network_name, &[]);
+    world.wait_node_ready().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut object = pod("forwarded", &world.node, HTTPD);
+    object["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080, "hostPort": port}]);
+    world.api.apply(&object).await;
+    let pod = world
+        .api
+        .wait_pod("forwarded", "Running", |p| phase_is(p, "Running"))
+        .await;
+    chains.add_pod(&pod.metadata.uid);
+    // On the node, its own loopback address and port lead to the pod.
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + agent_common::WAIT_LIMIT;
+    while http_get_status(addr, "/index.html", Duration::from_secs(1)).await != Some(200) {
+        assert!(Instant::now() < deadline, "nothing answered on {addr}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    world.api.delete_pod("forwarded", None).await;
+    world.api.wait_pod_gone("forwarded").await;
+    let deadline = Instant::now() + agent_common::WAIT_LIMIT;
+    while !nat_rules_for(port).is_empty() {
+        assert!(Instant::now() < deadline, "the forward outlived the pod");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Applies a pod with `policy` running `script`, then waits until `done` holds.

@@ -3,6 +3,7 @@
 //! 198.18.0.0/15, on a bridge private to the test), probes work against it, and removal
 //! releases the address and the veth.
 
+mod portmap_common;
 mod runtime_common;
 
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +14,7 @@ use flotilla_node::runtime::{
     http_get_status, run_probe, ContainerId, ProbeAction, ProbeOutcome, RuntimeError,
     SandboxNetwork,
 };
+use portmap_common::{nat_rules_for, PortmapChains, PORTMAP_TESTS};
 use runtime_common::{veths_on, Fixture, FixtureOptions, WAIT_LIMIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -224,133 +226,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Lines of the NAT table that forward `port`.
-fn nat_rules_for(port: u16) -> Vec<String> {
-    let out = std::process::Command::new("iptables")
-        .args(["-t", "nat", "-S"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&format!("--dport {port} ")))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Held by each test that uses portmap: one test's [`PortmapChains`] must not remove the shared
-/// chains while another adds its rules.
-static PORTMAP_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// When dropped, removes the port forwards of the test's pods (left behind when the test
-/// failed: portmap's DEL finds them by network name and pod), then the NAT chains portmap
-/// shares between pods and its jumps to them, once no pod's rule is left in them: the plugin
-/// leaves those behind on its last DEL.
-struct PortmapChains {
-    network: String,
-    pods: Vec<&'static str>,
-}
-
-impl PortmapChains {
-    fn new(fx: &Fixture, pods: &[&'static str]) -> PortmapChains {
-        let network = fx.runtime.config().network.as_ref().unwrap();
-        PortmapChains {
-            network: network.network_name.clone(),
-            pods: pods.to_vec(),
-        }
-    }
-
-    /// portmap DEL for `pod`, run as the agent runs it, without waiting on an async runtime.
-    fn remove_forwards(&self, pod: &str) {
-        use std::io::Write;
-        let config = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": self.network,
-            "type": "portmap",
-            "runtimeConfig": {"portMappings": [{"hostPort": 1, "containerPort": 1, "protocol": "tcp"}]},
-        });
-        let child = std::process::Command::new("/usr/lib/cni/portmap")
-            .env_clear()
-            .env("CNI_COMMAND", "DEL")
-            .env("CNI_CONTAINERID", pod)
-            .env("CNI_NETNS", "")
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn();
-        if let Ok(mut child) = child {
-            if let Some(mut stdin) = child.stdin.take() {
-                let _ = stdin.write_all(config.to_string().as_bytes());
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PortmapChains {
-    fn drop(&mut self) {
-        for pod in &self.pods {
-            self.remove_forwards(pod);
-        }
-        let iptables = |args: &[&str]| {
-            std::process::Command::new("iptables")
-                .args(["-t", "nat"])
-                .args(args)
-                .output()
-                .map(|o| {
-                    (
-                        o.status.success(),
-                        String::from_utf8_lossy(&o.stdout).into_owned(),
-                    )
-                })
-                .unwrap_or((false, String::new()))
-        };
-        let (_, dnat) = iptables(&["-S", "CNI-HOSTPORT-DNAT"]);
-        if dnat.lines().any(|l| l.starts_with("-A ")) {
-            return;
-        }
-        iptables(&[
-            "-D",
-            "PREROUTING",
-            "-m",
-            "addrtype",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            "CNI-HOSTPORT-DNAT",
-        ]);
-        iptables(&[
-            "-D",
-            "OUTPUT",
-            "-m",
-            "addrtype",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            "CNI-HOSTPORT-DNAT",
-        ]);
-        iptables(&[
-            "-D",
-            "POSTROUTING",
-            "-m",
-            "comment",
-            "--comment",
-            "CNI portfwd requiring masquerade",
-            "-j",
-            "CNI-HOSTPORT-MASQ",
-        ]);
-        for chain in [
-            "CNI-HOSTPORT-DNAT",
-            "CNI-HOSTPORT-MASQ",
-            "CNI-HOSTPORT-SETMARK",
-        ] {
-            iptables(&["-F", chain]);
-            iptables(&["-X", chain]);
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_host_port_forwards_the_nodes_port_to_the_pod_until_the_sandbox_goes() {
     let _serial = PORTMAP_TESTS.lock().await;
@@ -358,7 +233,15 @@ async fn a_host_port_forwards_the_nodes_port_to_the_pod_until_the_sandbox_goes()
         network: true,
         ..Default::default()
     });
-    let _chains = PortmapChains::new(&fx, &["pod-hostport"]);
+    let network = fx
+        .runtime
+        .config()
+        .network
+        .as_ref()
+        .unwrap()
+        .network_name
+        .clone();
+    let _chains = PortmapChains::new(&network, &["pod-hostport"]);
     let port = free_port();
     let network = SandboxNetwork::Pod {
         host_ports: vec![PortMapping {
@@ -413,7 +296,15 @@ async fn a_lost_sandbox_record_still_takes_its_port_forwards_along() {
         network: true,
         ..Default::default()
     });
-    let _chains = PortmapChains::new(&fx, &["pod-lost"]);
+    let network = fx
+        .runtime
+        .config()
+        .network
+        .as_ref()
+        .unwrap()
+        .network_name
+        .clone();
+    let _chains = PortmapChains::new(&network, &["pod-lost"]);
     let port = free_port();
     let network = SandboxNetwork::Pod {
         host_ports: vec![PortMapping {
