@@ -19,6 +19,23 @@ use serde_json::{json, Value};
 const HTTPD: &str = "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait";
 const IDLE: &str = "trap 'exit 0' TERM; sleep 1000 & wait";
 
+/// Waits until `addr` serves `/index.html`.
+async fn wait_served(addr: SocketAddr) {
+    let deadline = Instant::now() + agent_common::WAIT_LIMIT;
+    while http_get_status(addr, "/index.html", Duration::from_secs(1)).await != Some(200) {
+        assert!(Instant::now() < deadline, "nothing answered on {addr}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A port of this machine that nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bound_pod_runs_and_serves_on_its_pod_ip() {
     let world = World::new().await;
@@ -65,11 +82,7 @@ async fn a_bound_pod_runs_and_serves_on_its_pod_ip() {
     assert!(main.state.as_ref().unwrap().running.is_some());
 
     let addr: SocketAddr = format!("{}:8080", status.pod_ip).parse().unwrap();
-    let deadline = Instant::now() + agent_common::WAIT_LIMIT;
-    while http_get_status(addr, "/index.html", Duration::from_secs(1)).await != Some(200) {
-        assert!(Instant::now() < deadline, "httpd never answered on {addr}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_served(addr).await;
 
     // A pod that changes nothing costs no writes: many resyncs later, the same revision.
     let settled = world
@@ -94,10 +107,7 @@ async fn a_bound_pod_runs_and_serves_on_its_pod_ip() {
 async fn a_host_network_pod_serves_on_the_nodes_address() {
     let world = World::new().await;
     world.wait_node_ready().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = free_port();
     let script = format!("trap 'exit 0' TERM; httpd -f -p 127.0.0.1:{port} -h /www & wait");
     let mut object = pod("edge", &world.node, &script);
     object["spec"]["hostNetwork"] = json!(true);
@@ -120,11 +130,7 @@ async fn a_host_network_pod_serves_on_the_nodes_address() {
     let container_port = &pod.spec.containers[0].ports[0];
     assert_eq!(container_port.host_port, Some(i32::from(port)), "defaulted");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + agent_common::WAIT_LIMIT;
-    while http_get_status(addr, "/index.html", Duration::from_secs(1)).await != Some(200) {
-        assert!(Instant::now() < deadline, "httpd never answered on {addr}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_served(addr).await;
     world.api.delete_pod("edge", None).await;
     world.api.wait_pod_gone("edge").await;
     assert!(
@@ -139,10 +145,7 @@ async fn a_host_port_reaches_the_pod_until_it_is_deleted() {
     let world = World::new().await;
     let mut chains = PortmapChains::new(&world.config().cni_network_name, &[]);
     world.wait_node_ready().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut object = pod("forwarded", &world.node, HTTPD);
     object["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080, "hostPort": port}]);
     world.api.apply(&object).await;
@@ -153,11 +156,7 @@ async fn a_host_port_reaches_the_pod_until_it_is_deleted() {
     chains.add_pod(&pod.metadata.uid);
     // On the node, its own loopback address and port lead to the pod.
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + agent_common::WAIT_LIMIT;
-    while http_get_status(addr, "/index.html", Duration::from_secs(1)).await != Some(200) {
-        assert!(Instant::now() < deadline, "nothing answered on {addr}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_served(addr).await;
     world.api.delete_pod("forwarded", None).await;
     world.api.wait_pod_gone("forwarded").await;
     let deadline = Instant::now() + agent_common::WAIT_LIMIT;

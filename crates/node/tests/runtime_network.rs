@@ -226,21 +226,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test]
-async fn a_host_port_forwards_the_nodes_port_to_the_pod_until_the_sandbox_goes() {
-    let _serial = PORTMAP_TESTS.lock().await;
+/// A fixture with a pod network, and that network's CNI name.
+fn networked_fixture() -> (Fixture, String) {
     let fx = Fixture::new(FixtureOptions {
         network: true,
         ..Default::default()
     });
-    let network = fx
-        .runtime
-        .config()
-        .network
-        .as_ref()
-        .unwrap()
-        .network_name
-        .clone();
+    let network = fx.runtime.config().network.as_ref().unwrap();
+    let name = network.network_name.clone();
+    (fx, name)
+}
+
+#[tokio::test]
+async fn a_host_port_forwards_the_nodes_port_to_the_pod_until_the_sandbox_goes() {
+    let _serial = PORTMAP_TESTS.lock().await;
+    let (fx, network) = networked_fixture();
     let _chains = PortmapChains::new(&network, &["pod-hostport"]);
     let port = free_port();
     let network = SandboxNetwork::Pod {
@@ -292,18 +292,7 @@ async fn a_host_port_forwards_the_nodes_port_to_the_pod_until_the_sandbox_goes()
 #[tokio::test]
 async fn a_lost_sandbox_record_still_takes_its_port_forwards_along() {
     let _serial = PORTMAP_TESTS.lock().await;
-    let fx = Fixture::new(FixtureOptions {
-        network: true,
-        ..Default::default()
-    });
-    let network = fx
-        .runtime
-        .config()
-        .network
-        .as_ref()
-        .unwrap()
-        .network_name
-        .clone();
+    let (fx, network) = networked_fixture();
     let _chains = PortmapChains::new(&network, &["pod-lost"]);
     let port = free_port();
     let network = SandboxNetwork::Pod {

@@ -95,33 +95,28 @@ impl Drop for PortmapChains {
         if dnat.lines().any(|l| l.starts_with("-A ")) {
             return;
         }
-        iptables(&[
-            "-D",
-            "PREROUTING",
+        // The jumps portmap adds to its shared chains.
+        let local = [
             "-m",
             "addrtype",
             "--dst-type",
             "LOCAL",
             "-j",
             "CNI-HOSTPORT-DNAT",
-        ]);
-        iptables(&[
-            "-D",
-            "OUTPUT",
-            "-m",
-            "addrtype",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            "CNI-HOSTPORT-DNAT",
-        ]);
+        ];
+        for hook in ["PREROUTING", "OUTPUT"] {
+            let mut args = vec!["-D", hook];
+            args.extend_from_slice(&local);
+            iptables(&args);
+        }
+        let masquerade = "CNI portfwd requiring masquerade";
         iptables(&[
             "-D",
             "POSTROUTING",
             "-m",
             "comment",
             "--comment",
-            "CNI portfwd requiring masquerade",
+            masquerade,
             "-j",
             "CNI-HOSTPORT-MASQ",
         ]);
