@@ -1,7 +1,8 @@
 //! The leader's scheduler and node lifecycle against a real server process, with nodes whose
 //! heartbeats the test sends itself: a pending pod is placed when a fitting node appears, the
 //! reasons of an unschedulable pod are counted, a silent node turns NotReady and loses its pods
-//! only after lease + margin, and a Deployment's pods spread and come back.
+//! only after lease + margin, a Deployment's pods spread and come back, and two pods that
+//! want one node port never share a node.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -176,6 +177,49 @@ async fn pending_pods_are_placed_when_a_fitting_node_appears_and_leave_a_lost_no
     let hdd = get(&addr, "Node", "hdd-1").await.unwrap();
     assert_eq!(condition(&hdd, "Ready").unwrap()["status"], "True");
     hdd_alive.store(false, Ordering::SeqCst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pods_on_the_node_network_with_one_port_never_share_a_node() {
+    let cluster = ProcessCluster::start(1).await;
+    let addr = cluster.peers[0].addr.clone();
+    let alive = Arc::new(AtomicBool::new(true));
+    let _beats = heartbeats(addr.clone(), vec!["edge-1".into()], alive.clone());
+    apply(&addr, &node_yaml("edge-1", "ssd", "a")).await;
+    // hostNetwork makes the container port a host port; the second pod asks for it by hostPort.
+    let pod = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  {extra}containers: [{{name: c, image: busybox, ports: [{{containerPort: 9100{}}}]}}]\n",
+            if extra.is_empty() { ", hostPort: 9100" } else { "" }
+        )
+    };
+    apply(&addr, &pod("exporter", "hostNetwork: true\n  ")).await;
+    eventually(Duration::from_secs(10), "the first pod bound", || async {
+        let pod = get(&addr, "Pod", "exporter").await?;
+        (pod["spec"]["nodeName"] == "edge-1").then_some(())
+    })
+    .await;
+    let exporter = get(&addr, "Pod", "exporter").await.unwrap();
+    assert_eq!(
+        exporter["spec"]["containers"][0]["ports"][0]["hostPort"], 9100,
+        "defaulted from containerPort"
+    );
+    apply(&addr, &pod("forwarded", "")).await;
+    let message = eventually(
+        Duration::from_secs(10),
+        "unschedulable condition",
+        || async {
+            let pod = get(&addr, "Pod", "forwarded").await?;
+            let c = condition(&pod, "PodScheduled")?;
+            (c["status"] == "False").then(|| c["message"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
+    assert_eq!(
+        message,
+        "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports."
+    );
+    alive.store(false, Ordering::SeqCst);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
