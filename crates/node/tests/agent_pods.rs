@@ -105,7 +105,7 @@ async fn a_bound_pod_runs_and_serves_on_its_pod_ip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_network_pod_serves_on_the_nodes_address() {
-    let world = World::new().await;
+    let mut world = World::new().await;
     world.wait_node_ready().await;
     let port = free_port();
     let script = format!("trap 'exit 0' TERM; httpd -f -p 127.0.0.1:{port} -h /www & wait");
@@ -131,6 +131,17 @@ async fn a_host_network_pod_serves_on_the_nodes_address() {
     assert_eq!(container_port.host_port, Some(i32::from(port)), "defaulted");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_served(addr).await;
+
+    // A new agent adopts the pod as it is: same container, still the node's address.
+    let running = container(&pod, "main").unwrap().container_id.clone();
+    world.agent.take().unwrap().shutdown(false).await.unwrap();
+    world.start_agent().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pod = world.api.pod("edge").await.unwrap();
+    assert_eq!(container(&pod, "main").unwrap().container_id, running);
+    assert_eq!(pod.status.as_ref().unwrap().pod_ip, "127.0.0.1");
+    wait_served(addr).await;
+
     world.api.delete_pod("edge", None).await;
     world.api.wait_pod_gone("edge").await;
     assert!(
