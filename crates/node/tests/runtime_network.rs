@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_node::network::{Cni, NetworkError, PortMapping, PortProtocol};
 use flotilla_node::runtime::{
-    http_get_status, run_probe, ContainerId, ProbeAction, ProbeOutcome, RuntimeError,
+    http_get_status, run_probe, ContainerId, ProbeAction, ProbeOutcome, RuntimeError, Sandbox,
     SandboxNetwork,
 };
 use portmap_common::{nat_rules_for, PortmapChains, PORTMAP_TESTS};
@@ -226,6 +226,24 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The sandbox of pod `uid` with a free node port forwarded to its port 8080, and that port.
+async fn forwarded_sandbox(fx: &Fixture, uid: &str) -> (Sandbox, u16) {
+    let port = free_port();
+    let network = SandboxNetwork::Pod {
+        host_ports: vec![PortMapping {
+            host_port: port,
+            container_port: 8080,
+            protocol: PortProtocol::Tcp,
+        }],
+    };
+    let sandbox = fx
+        .runtime
+        .create_pod_sandbox(uid, "forwarded", network)
+        .await
+        .unwrap();
+    (sandbox, port)
+}
+
 /// A fixture with a pod network, and that network's CNI name.
 fn networked_fixture() -> (Fixture, String) {
     let fx = Fixture::new(FixtureOptions {
@@ -242,19 +260,7 @@ async fn a_host_port_forwards_the_nodes_port_to_the_pod_until_the_sandbox_goes()
     let _serial = PORTMAP_TESTS.lock().await;
     let (fx, network) = networked_fixture();
     let _chains = PortmapChains::new(&network, &["pod-hostport"]);
-    let port = free_port();
-    let network = SandboxNetwork::Pod {
-        host_ports: vec![PortMapping {
-            host_port: port,
-            container_port: 8080,
-            protocol: PortProtocol::Tcp,
-        }],
-    };
-    let sandbox = fx
-        .runtime
-        .create_pod_sandbox("pod-hostport", "hp", network)
-        .await
-        .unwrap();
+    let (sandbox, port) = forwarded_sandbox(&fx, "pod-hostport").await;
     let address = sandbox.address.unwrap();
     // The bridge's address is one of the node's own: the node's port there leads to the pod.
     let node_ip = IpAddr::V4(address.gateway.expect("the bridge is the gateway"));
@@ -294,19 +300,7 @@ async fn a_lost_sandbox_record_still_takes_its_port_forwards_along() {
     let _serial = PORTMAP_TESTS.lock().await;
     let (fx, network) = networked_fixture();
     let _chains = PortmapChains::new(&network, &["pod-lost"]);
-    let port = free_port();
-    let network = SandboxNetwork::Pod {
-        host_ports: vec![PortMapping {
-            host_port: port,
-            container_port: 8080,
-            protocol: PortProtocol::Tcp,
-        }],
-    };
-    let sandbox = fx
-        .runtime
-        .create_pod_sandbox("pod-lost", "lost", network)
-        .await
-        .unwrap();
+    let (sandbox, port) = forwarded_sandbox(&fx, "pod-lost").await;
     assert!(!nat_rules_for(port).is_empty());
     std::fs::write(sandbox.dir.join("sandbox.json"), b"{ torn").unwrap();
     fx.runtime.remove_sandbox("pod-lost").await.unwrap();
@@ -350,15 +344,17 @@ async fn cni_del_is_idempotent_and_cleans_up_a_half_failed_add() {
     assert_eq!(veths_on(&config.bridge), 1, "the failed ADD left no veth");
 
     for _ in 0..2 {
-        cni.del("pod-a", Some(&first_net), &[]).await.unwrap();
+        cni.del("pod-a", Some(&first_net), Some(&[])).await.unwrap();
         assert_eq!(veths_on(&config.bridge), 0);
     }
-    cni.del("pod-a", None, &[]).await.unwrap();
-    cni.del("never-added", None, &[]).await.unwrap();
+    cni.del("pod-a", None, Some(&[])).await.unwrap();
+    cni.del("never-added", None, Some(&[])).await.unwrap();
     // The address is free again: the second pod gets it now.
     let again = cni.add("pod-b", &second_net, &[]).await.unwrap();
     assert_eq!(again.ip, address.ip);
-    cni.del("pod-b", Some(&second_net), &[]).await.unwrap();
+    cni.del("pod-b", Some(&second_net), Some(&[]))
+        .await
+        .unwrap();
     for uid in ["pod-a", "pod-b"] {
         fx.runtime.remove_sandbox(uid).await.unwrap();
     }

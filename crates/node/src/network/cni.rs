@@ -144,7 +144,7 @@ impl Cni {
     ) -> Result<PodAddress, NetworkError> {
         let result = self.add_all(container_id, netns, host_ports).await;
         if result.is_err() {
-            let _ = self.del(container_id, Some(netns), host_ports).await;
+            let _ = self.del(container_id, Some(netns), Some(host_ports)).await;
         }
         result
     }
@@ -172,49 +172,49 @@ impl Cni {
         Ok(address)
     }
 
-    /// Detaches the pod: removes its port forwards (`host_ports`, as given to `add`), releases
-    /// its address and removes its veth. Idempotent; `netns` is `None` (or missing) when the
-    /// namespace is already gone. Every step is tried; the first error is returned. (A
-    /// sandbox made by an older agent also ran `loopback`; its DEL only set `lo` down in a
-    /// namespace about to go, so it is not run for those either.)
+    /// Detaches the pod: removes its port forwards, releases its address and removes its veth.
+    /// `host_ports` are the forwards as given to `add`, or `None` when they are no longer
+    /// known (the pod's record was lost): portmap finds its rules by network and container
+    /// id, so a DEL with any mapping removes them, and a node without portmap has none.
+    /// Idempotent; `netns` is `None` (or missing) when the namespace is already gone. Every
+    /// step is tried; the first error is returned. (A sandbox made by an older agent also ran
+    /// `loopback`; its DEL only set `lo` down in a namespace about to go, so it is not run for
+    /// those either.)
     pub async fn del(
         &self,
         container_id: &str,
         netns: Option<&Path>,
-        host_ports: &[PortMapping],
+        host_ports: Option<&[PortMapping]>,
     ) -> Result<(), NetworkError> {
         let netns = netns.filter(|p| p.exists());
-        let mut first_error = None;
-        if !host_ports.is_empty() {
-            let unmapped = match self.portmap(host_ports, None) {
-                Ok(portmap) => self.invoke("DEL", &portmap, container_id, netns).await,
-                Err(e) => Err(e),
-            };
-            first_error = unmapped.err();
-        }
-        let detached = self
-            .invoke("DEL", &self.bridge(), container_id, netns)
-            .await;
-        match (first_error, detached) {
-            (Some(e), _) => Err(e),
-            (None, result) => result.map(|_| ()),
-        }
-    }
-
-    /// Removes the port forwards portmap set up for `container_id` when its mappings are no
-    /// longer known (a pod's record was lost): portmap finds its rules by the container's id,
-    /// so any mapping names them. Idempotent; a node without portmap has nothing to remove
-    /// and gets `PluginMissing`.
-    pub async fn del_unknown_port_forwards(&self, container_id: &str) -> Result<(), NetworkError> {
-        let any = [PortMapping {
+        let unknown = [PortMapping {
             host_port: 1,
             container_port: 1,
             protocol: PortProtocol::Tcp,
         }];
-        let portmap = self.portmap(&any, None)?;
-        self.invoke("DEL", &portmap, container_id, None)
-            .await
-            .map(|_| ())
+        let portmap = match host_ports {
+            Some([]) => None,
+            Some(ports) => Some(self.portmap(ports, None)),
+            None => match self.portmap(&unknown, None) {
+                Err(NetworkError::PluginMissing { .. }) => None,
+                other => Some(other),
+            },
+        };
+        let unmapped = match portmap {
+            Some(Ok(portmap)) => self
+                .invoke("DEL", &portmap, container_id, netns)
+                .await
+                .err(),
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
+        let detached = self
+            .invoke("DEL", &self.bridge(), container_id, netns)
+            .await;
+        match (unmapped, detached) {
+            (Some(e), _) => Err(e),
+            (None, result) => result.map(|_| ()),
+        }
     }
 
     /// The `portmap` call for `host_ports`, chained after the bridge's `previous` result.

@@ -233,23 +233,14 @@ impl Runtime {
         let net = dir.join("net");
         let mut first_error = None;
         // A record that cannot be read does not prove the pod had no attachment: DEL anyway,
-        // and remove port forwards the lost record may have listed.
+        // with its port forwards unknown.
         let record = read_json::<SandboxRecord>(&dir.join("sandbox.json")).ok();
         let host_network = record.as_ref().is_some_and(|r| r.host_network);
-        if let (Some(cni), None) = (&self.cni, &record) {
-            if dir.exists() {
-                if let Err(e) = cni.del_unknown_port_forwards(pod_uid).await {
-                    tracing::debug!(pod = pod_uid, error = %e, "no port forwards removed");
-                }
-            }
-        }
-        let host_ports = record.map(|r| r.host_ports).unwrap_or_default();
-        if let (Some(cni), false) = (&self.cni, host_network) {
-            if dir.exists() {
-                let netns = is_pinned_namespace(&net).then_some(net.as_path());
-                if let Err(e) = cni.del(pod_uid, netns, &host_ports).await {
-                    first_error.get_or_insert(e.into());
-                }
+        if let (Some(cni), false, true) = (&self.cni, host_network, dir.exists()) {
+            let netns = is_pinned_namespace(&net).then_some(net.as_path());
+            let host_ports = record.as_ref().map(|r| r.host_ports.as_slice());
+            if let Err(e) = cni.del(pod_uid, netns, host_ports).await {
+                first_error.get_or_insert(e.into());
             }
         }
         for kind in Kind::ALL {
