@@ -152,10 +152,19 @@ async fn kill_running(fence: &Fence, runtime: &Runtime, why: &str, first_look: b
     for id in &running {
         fence.record(id, why);
     }
-    let kills = running.iter().chain(&unknown).map(|id| async move {
-        if let Err(e) = runtime.stop(id, Duration::ZERO).await {
-            tracing::error!(container = %id, error = %e, "fence could not kill a container");
-        }
-    });
+    // A container without a readable record fails the same way every look: an error once.
+    let kills = running
+        .iter()
+        .map(|id| (id, true))
+        .chain(unknown.iter().map(|id| (id, first_look)))
+        .map(|(id, loud)| async move {
+            if let Err(e) = runtime.stop(id, Duration::ZERO).await {
+                if loud {
+                    tracing::error!(container = %id, error = %e, "fence could not kill a container");
+                } else {
+                    tracing::debug!(container = %id, error = %e, "fence could not kill a container");
+                }
+            }
+        });
     futures::future::join_all(kills).await;
 }

@@ -86,6 +86,8 @@ pub fn container_cgroup(parent: &str, pod_uid: &str, container_id: &str) -> Path
 
 /// How long a freeze may take to settle before the kill goes ahead anyway.
 const FREEZE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often a freeze in progress is looked at.
+const FREEZE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 /// Most pids read from one `cgroup.procs`.
 const MAX_CGROUP_PROCS: usize = 65_536;
 
@@ -157,7 +159,7 @@ impl Freeze {
             if state.lines().any(|l| l.trim() == self.state_frozen) {
                 return true;
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::thread::sleep(FREEZE_POLL);
         }
         true
     }

@@ -39,6 +39,8 @@ pub enum RuntimeError {
     StartFailed { id: String, message: String },
     #[error("helper `{mode}` failed: {message}")]
     Helper { mode: &'static str, message: String },
+    #[error("pod sandbox: {message}")]
+    Sandbox { message: String },
     #[error("{what} did not finish within {waited_ms} ms")]
     Timeout { what: String, waited_ms: u64 },
     #[error("state file {} is corrupt: {reason}", path.display())]

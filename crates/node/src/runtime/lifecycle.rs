@@ -37,6 +37,8 @@ const MAX_HANDSHAKE_BYTES: u64 = 8 * 1024;
 const MAX_DIAGNOSTIC_BYTES: usize = 16 * 1024;
 /// How long a SIGKILLed container may take to disappear before `stop` reports a timeout.
 const KILL_WAIT: Duration = Duration::from_secs(30);
+/// How often a wait on a shim's record or a container's cgroup looks again.
+const POLL_STEP: Duration = Duration::from_millis(20);
 /// How long a stop of a container with an unreadable record waits for its shim to record the
 /// exit (a shim that died with its record never will).
 const UNRECORDED_SHIM_WAIT: Duration = Duration::from_secs(2);
@@ -123,6 +125,8 @@ impl Runtime {
         let shim_err = File::create(paths.shim_err()).ctx("creating", &paths.shim_err())?;
         let (handshake_read, handshake_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| RuntimeError::io("creating a pipe", &paths.dir, e.into()))?;
+        let handshake_read = Receiver::from_owned_fd(handshake_read)
+            .map_err(|e| RuntimeError::io("watching the handshake pipe", &paths.dir, e))?;
         let args = [OsStr::new("run"), paths.dir.as_os_str()];
         let forked = match &self.zygote {
             Some(zygote) => {
@@ -132,7 +136,11 @@ impl Runtime {
             None => None,
         };
         let mut exec_child = None;
-        if forked.is_none() {
+        if let Some(pid) = forked {
+            tracing::debug!(container = %id, pid, "shim forked by the zygote");
+            // Only the shim holds the write end now: its exit ends our read.
+            drop(handshake_write);
+        } else {
             let child = Command::new(&self.config.shim_path)
                 .arg(SHIM_ARG)
                 .args(args)
@@ -143,16 +151,11 @@ impl Runtime {
                 .spawn()
                 .map_err(|e| RuntimeError::io("spawning shim", &self.config.shim_path, e))?;
             exec_child = Some(child);
-        } else {
-            // Only the shim holds the write end now: its exit ends our read.
-            drop(handshake_write);
         }
         let handshake = async {
             let mut line = String::new();
-            if let Ok(pipe) = Receiver::from_owned_fd(handshake_read) {
-                let mut reader = BufReader::new(pipe.take(MAX_HANDSHAKE_BYTES));
-                let _ = reader.read_line(&mut line).await;
-            }
+            let mut reader = BufReader::new(handshake_read.take(MAX_HANDSHAKE_BYTES));
+            let _ = reader.read_line(&mut line).await;
             line
         };
         let timeout = self.config.start_timeout;
@@ -248,7 +251,7 @@ impl Runtime {
                     waited_ms: KILL_WAIT.as_millis() as u64,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(POLL_STEP).await;
         }
         // A live shim now records the exit; then it exits, as after any stop.
         let deadline = tokio::time::Instant::now() + UNRECORDED_SHIM_WAIT;
@@ -257,7 +260,7 @@ impl Runtime {
                 wait_exit(&state.shim, self.config.shim_exit_timeout).await;
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(POLL_STEP).await;
         }
         Ok(())
     }
@@ -350,14 +353,13 @@ impl Runtime {
 
 /// Waits (bounded) until a shim that is still creating finishes that phase.
 async fn wait_exit_or_phase(runtime: &Runtime, id: &ContainerId, timeout: Duration) {
-    const STEP: Duration = Duration::from_millis(20);
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
         match runtime.shim_state(id) {
             Ok(s) if s.phase == Phase::Creating && s.shim.is_alive() => {}
             _ => return,
         }
-        tokio::time::sleep(STEP).await;
+        tokio::time::sleep(POLL_STEP).await;
     }
 }
 

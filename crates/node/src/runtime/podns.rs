@@ -59,10 +59,7 @@ pub(crate) async fn create(
     hostname: &str,
     timeout: Duration,
 ) -> Result<(), RuntimeError> {
-    let error = |message: String| RuntimeError::Helper {
-        mode: "sandbox",
-        message,
-    };
+    let error = |message: String| RuntimeError::Sandbox { message };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let dir = dir.to_path_buf();
     let kinds = kinds.to_vec();

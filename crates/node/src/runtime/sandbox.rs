@@ -272,8 +272,7 @@ fn owned_kinds(host_network: bool) -> &'static [Kind] {
 fn node_hostname() -> Result<String, RuntimeError> {
     nix::unistd::gethostname()
         .map(|name| name.to_string_lossy().into_owned())
-        .map_err(|e| RuntimeError::Helper {
-            mode: "sandbox",
+        .map_err(|e| RuntimeError::Sandbox {
             message: format!("reading the node's hostname: {e}"),
         })
 }
