@@ -39,8 +39,6 @@ pub struct Sandbox {
     pub address: Option<PodAddress>,
     /// The pod uses the node's network and UTS namespaces.
     pub host_network: bool,
-    /// Ports of the node forwarded to the pod.
-    pub host_ports: Vec<PortMapping>,
 }
 
 /// Which network a new sandbox gets.
@@ -294,7 +292,6 @@ fn sandbox_of(dir: &Path, record: &SandboxRecord) -> Sandbox {
         },
         address,
         host_network: record.host_network,
-        host_ports: record.host_ports.clone(),
     }
 }
 

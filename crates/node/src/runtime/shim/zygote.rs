@@ -46,6 +46,11 @@ pub(super) fn main(title: &OsStr) -> i32 {
         eprintln!("zygote: ignoring SIGCHLD: {e}");
         return EXIT_FAILED;
     }
+    // Read once: every child inherits the same argument area.
+    let title = Title {
+        argv0: std::env::args_os().next().unwrap_or_default(),
+        area: own_arg_range(),
+    };
     let mut buf = vec![0u8; MAX_REQUEST_BYTES];
     loop {
         let (len, fds) = match receive(&mut buf) {
@@ -57,7 +62,7 @@ pub(super) fn main(title: &OsStr) -> i32 {
             }
         };
         let reply = match parse(&buf[..len]) {
-            Some((cwd, args)) if fds.len() == REQUEST_FDS => fork_mode(&cwd, &args, fds),
+            Some((cwd, args)) if fds.len() == REQUEST_FDS => fork_mode(&title, &cwd, &args, fds),
             _ => "error malformed request".to_string(),
         };
         let sent = sendmsg::<()>(
@@ -123,7 +128,7 @@ fn parse(request: &[u8]) -> Option<(OsString, Vec<OsString>)> {
 }
 
 /// Forks a child that runs the shim mode `args` with the given stdout and stderr.
-fn fork_mode(cwd: &OsStr, args: &[OsString], fds: Vec<OwnedFd>) -> String {
+fn fork_mode(title: &Title, cwd: &OsStr, args: &[OsString], fds: Vec<OwnedFd>) -> String {
     // SAFETY: the zygote is single-threaded.
     match unsafe { fork() } {
         Err(e) => format!("error fork: {e}"),
@@ -132,7 +137,7 @@ fn fork_mode(cwd: &OsStr, args: &[OsString], fds: Vec<OwnedFd>) -> String {
             let code = match become_mode_process(cwd, &fds) {
                 Ok(()) => {
                     drop(fds);
-                    show_command_line(args);
+                    title.show(args);
                     run_mode(args)
                 }
                 Err(message) => {
@@ -163,38 +168,47 @@ fn become_mode_process(cwd: &OsStr, fds: &[OwnedFd]) -> Result<(), String> {
     std::env::set_current_dir(cwd).map_err(|e| format!("entering {cwd:?}: {e}"))
 }
 
-/// Rewrites this process's argument area so `/proc/self/cmdline` reads `<argv0> __shim
-/// <args…>`, what an exec'd shim shows: `ps` tells the shims apart, and sweeps that look for a
-/// container directory find them. The zygote's own blank argument ([`TITLE_BYTES`]) makes
-/// the room; a command line that does not fit keeps the zygote's.
-fn show_command_line(args: &[OsString]) {
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    let mut text = Vec::new();
-    for part in [argv0.as_os_str(), OsStr::new(super::SHIM_ARG)]
-        .into_iter()
-        .chain(args.iter().map(OsString::as_os_str))
-    {
-        text.extend_from_slice(part.as_bytes());
-        text.push(0);
-    }
-    let Some((start, end)) = own_arg_range() else {
-        return;
-    };
-    let room = end.saturating_sub(start);
-    if text.len() > room {
-        eprintln!(
-            "shim: keeping the zygote's command line ({} bytes do not fit in {room})",
-            text.len()
-        );
-        return;
-    }
-    // SAFETY: [start, end) is this process's own argument area on its initial stack, mapped
-    // and writable; no Rust reference into it exists (std copies arguments when asked for
-    // them). The area stays NUL-terminated, so every old argv pointer still ends in it.
-    unsafe {
-        let area = start as *mut u8;
-        std::ptr::copy_nonoverlapping(text.as_ptr(), area, text.len());
-        std::ptr::write_bytes(area.add(text.len()), 0, room - text.len());
+/// This process's argument area, which the zygote's blank argument ([`TITLE_BYTES`]) makes
+/// large enough for a forked shim's own command line.
+struct Title {
+    argv0: OsString,
+    /// `arg_start` and `arg_end`; `None` when they could not be read.
+    area: Option<(usize, usize)>,
+}
+
+impl Title {
+    /// Rewrites the argument area so `/proc/self/cmdline` reads `<argv0> __shim <args…>`,
+    /// what an exec'd shim shows: `ps` tells the shims apart, and sweeps that look for a
+    /// container directory find them. A command line that does not fit keeps the zygote's.
+    fn show(&self, args: &[OsString]) {
+        let mut text = Vec::new();
+        for part in [self.argv0.as_os_str(), OsStr::new(super::SHIM_ARG)]
+            .into_iter()
+            .chain(args.iter().map(OsString::as_os_str))
+        {
+            text.extend_from_slice(part.as_bytes());
+            text.push(0);
+        }
+        let Some((start, end)) = self.area else {
+            return;
+        };
+        let room = end.saturating_sub(start);
+        if text.len() > room {
+            eprintln!(
+                "shim: keeping the zygote's command line ({} bytes do not fit in {room})",
+                text.len()
+            );
+            return;
+        }
+        // SAFETY: [start, end) is this process's own argument area on its initial stack,
+        // mapped and writable; no Rust reference into it exists (std copies arguments when
+        // asked for them). The area stays NUL-terminated, so every old argv pointer still
+        // ends in it.
+        unsafe {
+            let area = start as *mut u8;
+            std::ptr::copy_nonoverlapping(text.as_ptr(), area, text.len());
+            std::ptr::write_bytes(area.add(text.len()), 0, room - text.len());
+        }
     }
 }
 
