@@ -8,12 +8,12 @@
 //! - `service` — [`Runtime`], [`RuntimeConfig`], state-directory layout, `status`, `list`;
 //!   `lifecycle` — `start_container`, `stop`, `remove`; `sandbox` — [`Sandbox`] create and
 //!   remove; `exec` — `exec`; `logs` — `logs`.
-//! - `shim/` — the helper processes (`__shim run|exec|cleanup`), the only code that calls
-//!   libcontainer; `helper` — spawning them and waiting on pidfds; `podns` — creating and
+//! - `shim/` — the helper processes (`__shim run|exec|cleanup|zygote`), the only code that
+//!   calls libcontainer; `helper` — spawning them and waiting on pidfds; `podns` — creating and
 //!   pinning a pod's own namespaces on a short-lived agent thread; `zygote` — the agent's end
 //!   of the process that forks container shims.
 //! - `spec` — [`ContainerSpec`]; `oci` — the OCI spec built from it (pure); `cgroups` — v1/v2
-//!   paths and OOM counters; `state` — on-disk records; `procs` — pid + start-time identity;
+//!   paths, OOM counters and killing a cgroup; `state` — on-disk records; `procs` — pid + start-time identity;
 //!   `container` — reported status (pure); `logfile` — CRI log format; `mounts` — mount table.
 //! - `probe` — [`ProbeState`] (pure); `probe_exec` — probe IO; `restart` — restart policy
 //!   and backoff (pure).

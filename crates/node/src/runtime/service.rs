@@ -43,7 +43,7 @@ pub struct RuntimeConfig {
     pub network: Option<CniConfig>,
     /// Longest a shim may take to create and start a container.
     pub start_timeout: Duration,
-    /// Longest a short helper (sandbox creation, cleanup) may take.
+    /// Longest a short helper (cleanup) or the creation of a pod's namespaces may take.
     pub helper_timeout: Duration,
     /// Longest to wait for a shim to record an exit after its container died.
     pub shim_exit_timeout: Duration,
